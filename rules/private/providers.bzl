@@ -1,0 +1,18 @@
+"""Providers shared by the rules."""
+
+OciLayoutInfo = provider(
+    doc = "An OCI image layout directory holding one image.",
+    fields = {
+        "layout": "File: the layout directory (a tree artifact with oci-layout, index.json, blobs/).",
+    },
+)
+
+PreseedBundleInfo = provider(
+    doc = "A preseed bundle: an OCI archive to import into one containerd namespace.",
+    fields = {
+        "bundle": "File: the bundle tarball.",
+        "namespace": "string: the containerd namespace the bundle is imported into.",
+        "names": "list of string: the image references the bundle's index names.",
+        "path": "string: the bundle's file name in its namespace folder, `<name>.tar`.",
+    },
+)
