@@ -49,7 +49,7 @@ def _preseed_bundle_impl(ctx):
         use_default_shell_env = True,
     )
     return [
-        DefaultInfo(files = depset([bundle])),
+        DefaultInfo(files = depset([bundle]), runfiles = ctx.runfiles(files = [bundle])),
         PreseedBundleInfo(
             bundle = bundle,
             namespace = ctx.attr.namespace,

@@ -9,7 +9,7 @@ _UNIT = "etc/systemd/system/preseed-loader.service"
 _LAUNCHER = """#!/bin/sh
 # Runs the preseed loader installed beside this script (see {unit}).
 lib="$(CDPATH= cd -- "$(dirname -- "$0")/../lib/preseed-loader" && pwd -P)"
-PYTHONPATH="{pythonpath}" exec python3 -s -B -m loader.main "$@"
+PYTHONPATH="{pythonpath}" exec python3 -s -B -P -m loader.main "$@"
 """
 
 _SERVICE = """[Unit]
@@ -59,7 +59,8 @@ def _node_image_impl(ctx):
     executable = loader[DefaultInfo].files_to_run.executable
     runfiles = loader[DefaultInfo].default_runfiles.files.to_list()
     for f in runfiles:
-        if f == executable:
+        # The py_binary's own launcher and Bazel's interpreter wrapper stay behind.
+        if f == executable or f.owner.workspace_name == "bazel_tools":
             continue
         _add(entries, {"dest": _LOADER_LIB + "/" + _runfiles_path(ctx.workspace_name, f.short_path), "src": f.path, "mode": "0644"})
         inputs.append(f)
@@ -99,7 +100,7 @@ def _node_image_impl(ctx):
         progress_message = "Writing node image %s" % ctx.label,
         use_default_shell_env = True,
     )
-    return [DefaultInfo(files = depset([out]))]
+    return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles(files = [out]))]
 
 node_image = rule(
     implementation = _node_image_impl,

@@ -46,7 +46,7 @@ def _oci_image_impl(ctx):
         use_default_shell_env = True,
     )
     return [
-        DefaultInfo(files = depset([layout])),
+        DefaultInfo(files = depset([layout]), runfiles = ctx.runfiles(files = [layout])),
         OciLayoutInfo(layout = layout),
     ]
 
