@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what is missing, runs every test, and checks that builds are reproducible.
+# Ends with a line "N passed, N failed"; exits non-zero when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh || exit 1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+bazel test --test_summary=short //... 2>&1 | tee "$log"
+bazel_status=${PIPESTATUS[0]}
+
+passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
+failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FLAKY|INCOMPLETE|REMOTE FAILURE|FAILED TO BUILD)' "$log")
+if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  echo "bazel test exited with status $bazel_status"
+  failed=$((failed + 1))
+fi
+
+if scripts/check_reproducible.sh; then
+  echo "//scripts:check_reproducible PASSED"
+  passed=$((passed + 1))
+else
+  echo "//scripts:check_reproducible FAILED"
+  failed=$((failed + 1))
+fi
+
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
