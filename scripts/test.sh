@@ -1,29 +1,45 @@
 #!/usr/bin/env bash
 # Installs what is missing, runs every test, and checks that builds are reproducible.
-# Ends with a line "N passed, N failed"; exits non-zero when anything failed.
+# Prints each test target's result, then a last line "N passed, N failed" counting test cases
+# and checks; exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh || exit 1
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-bazel test --test_summary=short //... 2>&1 | tee "$log"
-bazel_status=${PIPESTATUS[0]}
+bazel test --test_summary=short //...
+bazel_status=$?
 
-passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log")
-failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FLAKY|INCOMPLETE|REMOTE FAILURE|FAILED TO BUILD)' "$log")
+# count SUMMARY WORDS: the sum of the numbers before WORDS in a pytest summary line.
+count() {
+  echo "$1" | grep -oE "[0-9]+ ($2)" | awk '{ n += $1 } END { print n + 0 }'
+}
+
+passed=0
+failed=0
+echo
+echo "Test cases per target:"
+for log in $(find -L bazel-testlogs/ -name test.log | sort); do
+  target=${log#bazel-testlogs/}
+  target="//${target%/test.log}"
+  summary=$(grep -E '[0-9]+ (passed|failed|errors?)( |,|$)' "$log" | tail -1 | tr -d '=')
+  echo "  ${target}: ${summary:-no pytest summary}"
+  passed=$((passed + $(count "$summary" 'passed')))
+  failed=$((failed + $(count "$summary" 'failed|errors?')))
+done
 if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "bazel test exited with status $bazel_status"
   failed=$((failed + 1))
 fi
 
-if scripts/check_reproducible.sh; then
-  echo "//scripts:check_reproducible PASSED"
-  passed=$((passed + 1))
-else
-  echo "//scripts:check_reproducible FAILED"
-  failed=$((failed + 1))
-fi
+for check in scripts/check_reproducible.sh; do
+  if "$check"; then
+    echo "check ${check}: passed"
+    passed=$((passed + 1))
+  else
+    echo "check ${check}: FAILED"
+    failed=$((failed + 1))
+  fi
+done
 
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]
