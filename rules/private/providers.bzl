@@ -12,7 +12,8 @@ PreseedBundleInfo = provider(
     fields = {
         "bundle": "File: the bundle tarball.",
         "namespace": "string: the containerd namespace the bundle is imported into.",
-        "names": "list of string: the image references the bundle's index names.",
-        "path": "string: the bundle's file name in its namespace folder, `<name>.tar`.",
+        "names": "list of string: the image references given as `repo_tags` (empty when the bundle keeps an archive's own names; `metadata` has the final list).",
+        "path": "string: the bundle's file name in its namespace folder: `<name>.tar`, `<name>.tar.gz` or `<name>.tar.zst`.",
+        "metadata": "File: JSON `{\"names\": [...]}` with the normalized names the bundle carries.",
     },
 )
