@@ -1,6 +1,6 @@
 """preseed_bundle: one OCI archive naming an image, for one containerd namespace."""
 
-load(":oci_image.bzl", "image_source")
+load(":oci_image.bzl", "check_choice", "image_source")
 load(":providers.bzl", "OciLayoutInfo", "PreseedBundleInfo")
 
 _NAMESPACE_MAX = 76
@@ -34,6 +34,7 @@ def _preseed_bundle_impl(ctx):
     error = validate_namespace(ctx.attr.namespace)
     if error:
         fail(error)
+    check_choice("compression", ctx.attr.compression, ["none", "gzip", "zstd"])
     image = image_source("image", ctx.attr.image)
     if not ctx.attr.repo_tags and OciLayoutInfo in ctx.attr.image:
         fail("repo_tags: %s carries no image names; give the bundle at least one" % ctx.attr.image.label)
@@ -83,7 +84,7 @@ as `ctr images export` writes them, so the uncompressed bundle also imports with
         ),
         "namespace": attr.string(default = "k8s.io", doc = "The containerd namespace to import into; `k8s.io` is the one Kubernetes uses through CRI. Checked against containerd's rules: letters and digits joined by single `.`, `_` or `-`, at most 76 characters."),
         "repo_tags": attr.string_list(doc = "Names of the image, e.g. `registry.example.com/app:1.0`; short names are made full as Docker does (`app` means `docker.io/library/app:latest`). Required for `oci_image` and `oci_image_index`; for an archive, empty keeps the names it carries (a docker archive's RepoTags, an OCI archive's `io.containerd.image.name` annotations)."),
-        "compression": attr.string(default = "none", values = ["none", "gzip", "zstd"], doc = "Compression of the whole bundle: `none` (`<name>.tar`), `gzip` (`<name>.tar.gz`) or `zstd` (`<name>.tar.zst`). The loader reads all three; `ctr images import` reads `none`."),
+        "compression": attr.string(default = "none", doc = "Compression of the whole bundle: `none` (`<name>.tar`), `gzip` (`<name>.tar.gz`) or `zstd` (`<name>.tar.zst`). The loader reads all three; `ctr images import` reads `none`."),
         "_tool": attr.label(default = "//rules/private/tools:bundle", executable = True, cfg = "exec"),
     },
 )

@@ -23,7 +23,7 @@ def _dest(attribute, path):
 def _owner(dest, value):
     parts = value.split(":")
     if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
-        fail("owners: %r for %s must be numeric `uid:gid`" % (value, dest))
+        fail("owners: %r for %s must be numeric uid:gid" % (value, dest))
     return int(parts[0]), int(parts[1])
 
 def _mode(dest, value):

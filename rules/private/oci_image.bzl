@@ -8,6 +8,11 @@ COMPRESSIONS = ["gzip", "zstd", "none"]
 
 ARCHIVE_SUFFIXES = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
 
+def check_choice(attribute, value, choices):
+    """Fails unless value is one of choices."""
+    if value not in choices:
+        fail("%s: %r is not one of %s" % (attribute, value, ", ".join(choices)))
+
 def image_source(attribute, target):
     """The File of an image source: an OciLayoutInfo layout, a layout directory or an archive."""
     if OciLayoutInfo in target:
@@ -21,6 +26,7 @@ def image_source(attribute, target):
     return src
 
 def _oci_image_impl(ctx):
+    check_choice("compression", ctx.attr.compression, COMPRESSIONS)
     entries, inputs = layer_entries(ctx)
     base = image_source("base", ctx.attr.base) if ctx.attr.base else None
     if not base and not ctx.attr.entrypoint and not ctx.attr.cmd:
@@ -78,7 +84,7 @@ The output is deterministic: file times, owners and JSON key order are fixed."""
             allow_files = ARCHIVE_SUFFIXES,
             doc = "Tarballs (uncompressed, gzip or zstd), each added as one layer in order, e.g. `oci_layer` targets.",
         ),
-        "compression": attr.string(default = "gzip", values = COMPRESSIONS, doc = "Compression of the layers this rule writes: `gzip`, `zstd` or `none`. Base layers keep theirs."),
+        "compression": attr.string(default = "gzip", doc = "Compression of the layers this rule writes: `gzip`, `zstd` or `none`. Base layers keep theirs."),
         "entrypoint": attr.string_list(doc = "The config's Entrypoint. Needed unless `cmd` or the base sets one."),
         "cmd": attr.string_list(doc = "The config's Cmd."),
         "env": attr.string_dict(doc = "Environment variables of the config, merged into the base's."),
