@@ -1,7 +1,7 @@
 """Providers shared by the rules."""
 
 OciLayoutInfo = provider(
-    doc = "An OCI image layout directory holding one image.",
+    doc = "An OCI image layout directory whose index.json points to one image or one image index.",
     fields = {
         "layout": "File: the layout directory (a tree artifact with oci-layout, index.json, blobs/).",
     },
