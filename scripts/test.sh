@@ -17,13 +17,17 @@ if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=$((failed + 1))
 fi
 
-if scripts/check_reproducible.sh; then
-  echo "//scripts:check_reproducible PASSED"
-  passed=$((passed + 1))
-else
-  echo "//scripts:check_reproducible FAILED"
-  failed=$((failed + 1))
-fi
+# Whole-build properties: bit-identical after `bazel clean` and across checkout paths and output
+# bases; a change to one image rebuilds only its chain and the node image.
+for check in check_reproducible check_reproducible_paths check_incremental; do
+  if "scripts/$check.sh"; then
+    echo "//scripts:$check PASSED"
+    passed=$((passed + 1))
+  else
+    echo "//scripts:$check FAILED"
+    failed=$((failed + 1))
+  fi
+done
 
 echo "${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]
