@@ -13,7 +13,7 @@ are only read, in 1 MiB chunks, when the archive is closed.
 from __future__ import annotations
 
 import dataclasses
-import gzip  # noqa: F401  (kept for callers' type hints)
+import gzip
 import io
 import os
 import posixpath
