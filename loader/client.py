@@ -19,6 +19,8 @@ from loader.api import (
     images_pb2_grpc,
     leases_pb2,
     leases_pb2_grpc,
+    namespaces_pb2,
+    namespaces_pb2_grpc,
     snapshots_pb2,
     snapshots_pb2_grpc,
     types_pb2,
@@ -64,6 +66,7 @@ class _Channel:
         self.leases = leases_pb2_grpc.LeasesStub(self.channel)
         self.snapshots = snapshots_pb2_grpc.SnapshotsStub(self.channel)
         self.diff = diff_pb2_grpc.DiffStub(self.channel)
+        self.namespaces = namespaces_pb2_grpc.NamespacesStub(self.channel)
 
 
 class Client:
@@ -166,26 +169,28 @@ class Client:
     def content_write(
         self,
         ref: str,
-        desc: Descriptor,
+        size: int,
+        expected: str,
         read_from: Callable[[int], Iterable[bytes]],
-    ) -> int:
-        """Stream a blob into the content store; returns the bytes sent.
+    ) -> tuple[int, str]:
+        """Stream a blob into the content store; returns (bytes sent, digest committed).
 
-        read_from(offset) yields the blob's bytes from offset, so an interrupted
-        ingest is resumed where containerd left it. ALREADY_EXISTS is success.
+        read_from(offset) yields the blob's bytes from offset, so an interrupted ingest is
+        resumed where containerd left it. containerd checks the size and, if expected is
+        given, the digest at commit. ALREADY_EXISTS is success (digest "" then).
         """
         stream = _WriteStream(self, ref)
         try:
             status = stream.send(
                 content_pb2.WriteContentRequest(
-                    action=content_pb2.STAT, ref=ref, total=desc.size, expected=desc.digest
+                    action=content_pb2.STAT, ref=ref, total=size, expected=expected
                 )
             )
             offset = status.offset
-            if offset > desc.size or (offset > 0 and status.total not in (0, desc.size)):
+            if offset > size or (offset > 0 and status.total not in (0, size)):
                 offset = 0
             sent = 0
-            for chunk in read_from(offset) if offset < desc.size else ():
+            for chunk in read_from(offset) if offset < size else ():
                 stream.send(
                     content_pb2.WriteContentRequest(
                         action=content_pb2.WRITE, ref=ref, offset=offset, data=chunk
@@ -193,21 +198,21 @@ class Client:
                 )
                 offset += len(chunk)
                 sent += len(chunk)
-            if offset != desc.size:
-                raise errors.BundleError(f"blob {desc.digest}: read {offset} of {desc.size} bytes")
-            stream.send(
+            if offset != size:
+                raise errors.BundleError(f"blob {expected or ref}: read {offset} of {size} bytes")
+            done = stream.send(
                 content_pb2.WriteContentRequest(
                     action=content_pb2.COMMIT,
                     ref=ref,
                     offset=offset,
-                    total=desc.size,
-                    expected=desc.digest,
+                    total=size,
+                    expected=expected,
                 )
             )
             stream.finish()
-            return sent
+            return sent, done.digest
         except errors.AlreadyExists:
-            return 0
+            return 0, ""
         finally:
             stream.cancel()
 
@@ -247,6 +252,25 @@ class Client:
     def image_delete(self, name: str) -> None:
         request = images_pb2.DeleteImageRequest(name=name)
         self._call("image delete", self._ch.images.Delete, request)
+
+    # namespaces
+
+    def namespace_list(self) -> list[str]:
+        resp: namespaces_pb2.ListNamespacesResponse = self._call(
+            "namespace list", self._ch.namespaces.List, namespaces_pb2.ListNamespacesRequest()
+        )
+        return sorted(ns.name for ns in resp.namespaces)
+
+    def image_set_labels(self, name: str, labels: Mapping[str, str]) -> images_pb2.Image:
+        """Set only the given labels of an image record."""
+        request = images_pb2.UpdateImageRequest(
+            image=images_pb2.Image(name=name, labels=dict(labels)),
+            update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels]),
+        )
+        resp: images_pb2.UpdateImageResponse = self._call(
+            "image update", self._ch.images.Update, request
+        )
+        return resp.image
 
     # leases
 

@@ -1,4 +1,4 @@
-"""Finding bundles: <preseed-dir>/<namespace>/<name>.tar, in sorted order."""
+"""Finding bundles: <preseed-dir>/<namespace>/<name>.tar (or .tar.gz, .tgz, .tar.zst, .tzst)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 _NAMESPACE_MAX = 76
+SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ def find_bundles(preseed_dir: Path) -> tuple[list[BundleFile], list[Skipped]]:
         for entry in entries:
             if entry.is_dir():
                 skipped.append(Skipped(entry, "directory inside a namespace folder"))
-            elif not entry.name.endswith(".tar"):
-                skipped.append(Skipped(entry, "not a .tar file"))
+            elif not entry.name.endswith(SUFFIXES):
+                skipped.append(Skipped(entry, "not a bundle (.tar, .tar.gz, .tgz, .tar.zst, .tzst)"))
             elif not entry.is_file():
                 skipped.append(Skipped(entry, "not a regular file"))
             else:

@@ -2,121 +2,291 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
+import threading
 import time
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-from loader import oci
+from loader import oci, state
 from loader.api import images_pb2, snapshots_pb2
-from loader.bundle import CHUNK_SIZE, Bundle, Image, open_bundle
+from loader.archive import CHUNK_SIZE, Member, Reader, hash_stream
+from loader.bundle import Blob, Bundle, Image, open_bundle
 from loader.client import Client, descriptor_proto
 from loader.errors import (
     AlreadyExists,
+    BundleError,
     ContainerdError,
     FailedPrecondition,
     ImportFailed,
     NotFound,
 )
 from loader.oci import Descriptor
-from loader.platforms import Platform
+from loader.platforms import Platform, host
 
 LEASE_TTL = timedelta(hours=1)
+_BLOB_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+
+
+@dataclass
+class Options:
+    """What shapes an import."""
+
+    snapshotter: str = "overlayfs"
+    platform: Platform | None = None
+    all_platforms: bool = False
+    pin: bool = True
+    lease_ttl: timedelta = LEASE_TTL
+    chunk_size: int = CHUNK_SIZE
+
+    def variant(self) -> str:
+        """The part of a bundle's fingerprint that depends on the options."""
+        return "all" if self.all_platforms else str(self.platform or host())
 
 
 @dataclass
 class ImportStats:
-    """What an import did; filled in as it goes, so it is useful after a failure too."""
+    """What an import did; filled in as it goes (from several threads), useful after a failure."""
 
     names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    format: str = ""
+    unchanged: bool = False
     bytes_written: int = 0
     blobs_written: int = 0
     blobs_present: int = 0
     layers_unpacked: int = 0
     layers_present: int = 0
     images_changed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass
+class Pending:
+    """A prepared bundle: content and snapshots are in, image records not yet written."""
+
+    namespace: str
+    file_name: str
+    fingerprint: str
+    images: list[Image] = field(default_factory=list)
+    current: state.Current | None = None
+    lease: str | None = None
 
 
 def _unique() -> str:
     return f"{time.time_ns() % 1_000_000_000}-{secrets.token_urlsafe(3)}"
 
 
+def _done(value: object = None) -> Future[object]:
+    future: Future[object] = Future()
+    future.set_result(value)
+    return future
+
+
 class Importer:
     """Imports bundles into one containerd, the way containerd's client does."""
 
     def __init__(
-        self,
-        client: Client,
-        snapshotter: str = "overlayfs",
-        platform: Platform | None = None,
-        lease_ttl: timedelta = LEASE_TTL,
-        chunk_size: int = CHUNK_SIZE,
+        self, client: Client, options: Options | None = None, pool: Executor | None = None
     ) -> None:
         self.client = client
-        self.snapshotter = snapshotter
-        self.platform = platform
-        self.lease_ttl = lease_ttl
-        self.chunk_size = chunk_size
+        self.options = options or Options()
+        self.pool = pool
 
-    def import_bundle(self, namespace: str, path: Path, stats: ImportStats) -> None:
-        """Import path into namespace; raises LoaderError subclasses on failure."""
-        with open_bundle(path, self.platform) as bundle:
-            stats.names = bundle.names
-            stats.warnings.extend(bundle.warnings)
-            scoped = self.client.with_namespace(namespace)
-            lease = self._create_lease(scoped)
+    def import_bundle(
+        self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
+    ) -> None:
+        """Prepare and publish one bundle; raises LoaderError subclasses on failure."""
+        pending = self.prepare(namespace, path, stats, file_name)
+        self.publish(pending, stats)
+
+    # prepare: everything but the image records
+
+    def prepare(
+        self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
+    ) -> Pending:
+        file_name = file_name or path.name
+        scoped = self.client.with_namespace(namespace)
+        fp = state.fingerprint(path, self.options.variant())
+        pending = Pending(namespace, file_name, fp)
+        current = state.check_current(
+            scoped,
+            scoped.image_list(),
+            file_name,
+            fp,
+            self.options.snapshotter,
+            self.options.pin,
+        )
+        if current is not None:
+            stats.unchanged = True
+            stats.names = [i.name for i in current.images]
+            pending.current = current
+            return pending
+        pending.lease = self._create_lease(scoped)
+        try:
+            leased = scoped.with_lease(pending.lease)
+            with open_bundle(
+                path,
+                self.options.platform,
+                all_platforms=self.options.all_platforms,
+                sink=lambda member, reader: self._sink(leased, member, reader, stats),
+                file_name=file_name,
+            ) as bundle:
+                stats.names = bundle.names
+                stats.format = bundle.format
+                if not bundle.archive.seekable:
+                    stats.format += "+" + bundle.archive.compression
+                stats.warnings.extend(bundle.warnings)
+                self._load(leased, bundle, stats)
+                pending.images = list(bundle.images)
+        except BaseException:
+            self._delete_lease(scoped, pending.lease, stats)
+            raise
+        return pending
+
+    def _load(self, client: Client, bundle: Bundle, stats: ImportStats) -> None:
+        uploads = {
+            digest: self._submit(self._put_blob, client, bundle, blob, stats)
+            for digest, blob in bundle.blobs.items()
+        }
+        try:
+            unpacked: set[str] = set()
+            for image in bundle.images:
+                if image.manifest.digest not in unpacked:
+                    self._unpack(client, image, stats, uploads)
+                    unpacked.add(image.manifest.digest)
+        finally:
+            errors = [f.exception() for f in uploads.values()]
+        for error in errors:
+            if error is not None:
+                raise error
+        for digest in bundle.blobs:
+            children = bundle.children.get(digest)
+            if children:
+                client.content_set_labels(digest, oci.child_gc_labels(children))
+
+    def _submit(self, fn, *args) -> Future[object]:  # type: ignore[no-untyped-def]
+        if self.pool is None:
             try:
-                leased = scoped.with_lease(lease)
-                self._upload(leased, bundle, stats)
-                self._label_content(leased, bundle)
-                unpacked: set[str] = set()
-                for image in bundle.images:
-                    if image.manifest.digest not in unpacked:
-                        self._unpack(leased, image, stats)
-                        unpacked.add(image.manifest.digest)
-                self._publish(scoped, bundle, stats)
-            finally:
-                self._delete_lease(scoped, lease, stats)
+                return _done(fn(*args))
+            except BaseException as e:
+                future: Future[object] = Future()
+                future.set_exception(e)
+                return future
+        return self.pool.submit(fn, *args)
 
     def _create_lease(self, client: Client) -> str:
-        expire = datetime.now(timezone.utc) + self.lease_ttl
+        expire = datetime.now(timezone.utc) + self.options.lease_ttl
         labels = {oci.LABEL_GC_EXPIRE: expire.strftime("%Y-%m-%dT%H:%M:%SZ")}
         return client.lease_create(f"preseed-{_unique()}", labels)
 
-    def _delete_lease(self, client: Client, lease: str, stats: ImportStats) -> None:
+    def _delete_lease(self, client: Client, lease: str | None, stats: ImportStats) -> None:
+        if lease is None:
+            return
         try:
             client.lease_delete(lease)
         except ContainerdError as e:
             stats.warnings.append(f"lease {lease} not deleted ({e}); it expires by itself")
 
-    def _upload(self, client: Client, bundle: Bundle, stats: ImportStats) -> None:
-        for desc in bundle.upload_order():
-            if client.content_info(desc.digest) is not None:
-                stats.blobs_present += 1
-                continue
-            ref = f"preseed-{desc.digest}"
+    # content
 
-            def read_from(offset: int, digest: str = desc.digest) -> Iterator[bytes]:
-                return bundle.stream_blob(digest, offset, self.chunk_size)
+    def _sink(self, client: Client, member: Member, reader: Reader, stats: ImportStats) -> str:
+        """A large member of a compressed bundle, met once while streaming: upload it."""
+        match = _BLOB_RE.match(member.name)
+        expected = f"sha256:{match.group(1)}" if match else ""
+        if expected and client.content_info(expected) is not None:
+            stats.add(blobs_present=1)
+            return hash_stream(reader, member.size)
+        hasher_box: list[str] = []
+        used = [False]
 
+        def read_from(offset: int) -> Iterator[bytes]:
+            if offset != 0 or used[0]:
+                raise ImportFailed(f"{member.name}: cannot resume a streamed blob")
+            used[0] = True
+            hasher = hashlib.sha256()
+            got = 0
+            while True:
+                chunk = reader.read(self.options.chunk_size)
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                got += len(chunk)
+                yield chunk
+            if got != member.size:
+                raise BundleError(f"{member.name} is truncated ({got} of {member.size} bytes)")
+            hasher_box.append("sha256:" + hasher.hexdigest())
+
+        ref = f"preseed-stream-{_unique()}"
+        try:
+            sent, _ = client.content_write(ref, member.size, expected, read_from)
+        except FailedPrecondition:
+            self._abort_quietly(client, ref)
+            digest = hasher_box[0] if hasher_box else "another digest"
+            raise BundleError(f"blob {expected} is corrupted (content hashes to {digest})") from None
+        except BaseException:
+            self._abort_quietly(client, ref)
+            raise
+        if not hasher_box:  # the store had it already: read the rest to know its digest
+            return hash_stream(reader, member.size)
+        stats.add(bytes_written=sent, blobs_written=1 if sent else 0, blobs_present=0 if sent else 1)
+        return hasher_box[0]
+
+    def _put_blob(self, client: Client, bundle: Bundle, blob: Blob, stats: ImportStats) -> None:
+        desc = blob.desc
+        member = blob.member
+        if member is not None and member.data is None and member.offset is None:
+            return  # streamed into the store by _sink already
+        if client.content_info(desc.digest) is not None:
+            stats.add(blobs_present=1)
+            if not blob.verified and member is not None:
+                actual = bundle.archive.hash(member)
+                if actual != desc.digest:
+                    raise BundleError(f"blob {desc.digest} is corrupted (content hashes to {actual})")
+            return
+        ref = f"preseed-{desc.digest}"
+        archive = bundle.archive
+
+        def read_from(offset: int) -> Iterator[bytes]:
+            if blob.data is not None:
+                for pos in range(offset, len(blob.data), self.options.chunk_size):
+                    yield blob.data[pos : pos + self.options.chunk_size]
+                return
+            assert member is not None
+            yield from archive.chunks(member, offset, self.options.chunk_size)
+
+        size = desc.size
+        try:
+            sent, _ = client.content_write(ref, size, desc.digest, read_from)
+        except FailedPrecondition:
+            # A stale partial ingest under our ref (e.g. from a crash) failed the digest check,
+            # or the blob itself is corrupted: drop the ingest and write it once more whole.
+            self._abort_quietly(client, ref)
             try:
-                stats.bytes_written += client.content_write(ref, desc, read_from)
+                sent, _ = client.content_write(ref, size, desc.digest, read_from)
             except FailedPrecondition:
-                # A stale partial ingest under our ref (e.g. from a crash) failed the
-                # digest check: drop it and write the blob once more from the start.
                 self._abort_quietly(client, ref)
-                try:
-                    stats.bytes_written += client.content_write(ref, desc, read_from)
-                except BaseException:
-                    self._abort_quietly(client, ref)
-                    raise
+                actual = archive.hash(member) if member is not None else "?"
+                raise BundleError(
+                    f"blob {desc.digest} is corrupted (content hashes to {actual})"
+                ) from None
             except BaseException:
                 self._abort_quietly(client, ref)
                 raise
-            stats.blobs_written += 1
+        except BaseException:
+            self._abort_quietly(client, ref)
+            raise
+        stats.add(bytes_written=sent, blobs_written=1)
 
     def _abort_quietly(self, client: Client, ref: str) -> None:
         try:
@@ -124,35 +294,41 @@ class Importer:
         except ContainerdError:
             pass
 
-    def _label_content(self, client: Client, bundle: Bundle) -> None:
-        for desc in bundle.upload_order():
-            children = bundle.children(desc.digest)
-            if children:
-                client.content_set_labels(desc.digest, oci.child_gc_labels(children))
+    # snapshots
 
-    def _unpack(self, client: Client, image: Image, stats: ImportStats) -> None:
+    def _unpack(
+        self,
+        client: Client,
+        image: Image,
+        stats: ImportStats,
+        uploads: dict[str, Future[object]],
+    ) -> None:
+        snapshotter = self.options.snapshotter
         chain = oci.chain_ids(image.diff_ids)
         parent = ""
         for layer, diff_id, chain_id in zip(image.layers, image.diff_ids, chain):
-            info = client.snapshot_stat(self.snapshotter, chain_id)
+            info = client.snapshot_stat(snapshotter, chain_id)
             if info is None:
+                uploads[layer.digest].result()
                 if self._apply_layer(client, layer, diff_id, chain_id, parent):
-                    stats.layers_unpacked += 1
+                    stats.add(layers_unpacked=1)
                 else:
-                    stats.layers_present += 1
+                    stats.add(layers_present=1)
             elif info.kind != snapshots_pb2.COMMITTED:
                 raise ImportFailed(f"snapshot {chain_id} exists but is not committed")
             else:
-                stats.layers_present += 1
+                stats.add(layers_present=1)
             parent = chain_id
+        uploads[image.config.digest].result()
         if chain:
-            label = oci.snapshot_gc_label(self.snapshotter)
+            label = oci.snapshot_gc_label(snapshotter)
             client.content_set_labels(image.config.digest, {label: chain[-1]})
 
     def _apply_layer(
         self, client: Client, layer: Descriptor, diff_id: str, chain_id: str, parent: str
     ) -> bool:
         """Unpack one layer as snapshot chain_id; False if it appeared meanwhile."""
+        snapshotter = self.options.snapshotter
         labels = {
             k: v
             for k, v in layer.annotations.items()
@@ -164,10 +340,10 @@ class Importer:
         for _ in range(3):
             key = f"extract-{_unique()} {chain_id}"
             try:
-                mounts = client.snapshot_prepare(self.snapshotter, key, parent, labels)
+                mounts = client.snapshot_prepare(snapshotter, key, parent, labels)
                 break
             except AlreadyExists:
-                if client.snapshot_stat(self.snapshotter, chain_id) is not None:
+                if client.snapshot_stat(snapshotter, chain_id) is not None:
                     return False
         if mounts is None:
             raise ImportFailed(f"cannot prepare a snapshot for {chain_id}")
@@ -178,7 +354,7 @@ class Importer:
                     f"layer {layer.digest} unpacks to {applied.digest or 'nothing'}"
                     f" but the config says {diff_id}"
                 )
-            client.snapshot_commit(self.snapshotter, chain_id, key, labels)
+            client.snapshot_commit(snapshotter, chain_id, key, labels)
         except AlreadyExists:
             self._remove_quietly(client, key)
             return False
@@ -190,23 +366,50 @@ class Importer:
 
     def _remove_quietly(self, client: Client, key: str) -> None:
         try:
-            client.snapshot_remove(self.snapshotter, key)
+            client.snapshot_remove(self.options.snapshotter, key)
         except ContainerdError:
             pass
 
-    def _publish(self, client: Client, bundle: Bundle, stats: ImportStats) -> None:
-        for image in bundle.images:
-            target = descriptor_proto(image.target)
-            existing = client.image_get(image.name)
-            if existing is not None and existing.target == target:
-                continue
-            record = images_pb2.Image(
-                name=image.name,
-                target=target,
-                labels=dict(existing.labels) if existing is not None else {},
-            )
-            try:
-                client.image_update(record)
-            except NotFound:
-                client.image_create(record)
-            stats.images_changed += 1
+    # publish: the image records, then the lease goes
+
+    def publish(self, pending: Pending, stats: ImportStats) -> None:
+        """Write the image records of a prepared bundle (or refresh pins), drop its lease."""
+        scoped = self.client.with_namespace(pending.namespace)
+        try:
+            if pending.current is not None:
+                pin = {state.LABEL_PINNED: state.PINNED}
+                for name in pending.current.missing_pins:
+                    scoped.image_set_labels(name, pin)
+                    stats.add(images_changed=1)
+                return
+            for image in pending.images:
+                self._publish_image(scoped, pending, image, stats)
+        finally:
+            self._delete_lease(scoped, pending.lease, stats)
+
+    def abandon(self, pending: Pending, stats: ImportStats) -> None:
+        """Give up a prepared bundle: its lease goes, its content is left to GC."""
+        self._delete_lease(self.client.with_namespace(pending.namespace), pending.lease, stats)
+
+    def _publish_image(
+        self, client: Client, pending: Pending, image: Image, stats: ImportStats
+    ) -> None:
+        target = descriptor_proto(image.target)
+        existing = client.image_get(image.name)
+        labels = dict(existing.labels) if existing is not None else {}
+        ours = state.our_labels(
+            pending.namespace,
+            pending.file_name,
+            pending.fingerprint,
+            len(pending.images),
+            image.manifest.digest,
+            self.options.pin,
+        )
+        if existing is not None and existing.target == target and labels | ours == labels:
+            return
+        record = images_pb2.Image(name=image.name, target=target, labels=labels | ours)
+        try:
+            client.image_update(record)
+        except NotFound:
+            client.image_create(record)
+        stats.add(images_changed=1)

@@ -1,13 +1,15 @@
-"""Structured (logfmt) log lines on stderr: one event per line."""
+"""Log lines on stderr, one event per line: logfmt (text) or one JSON object (json)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Iterable, TextIO
 
 Value = str | int | float | bool | None | Iterable[str]
+FORMATS = ("text", "json")
 
 
 def _format_value(value: Value) -> str:
@@ -26,24 +28,46 @@ def _format_value(value: Value) -> str:
     return text
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def format_line(level: str, msg: str, fields: dict[str, Value]) -> str:
     """Render one logfmt line (without newline)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    parts = [f"time={now}", f"level={level}", f"msg={_format_value(msg)}"]
+    parts = [f"time={_now()}", f"level={level}", f"msg={_format_value(msg)}"]
     parts += [f"{key}={_format_value(value)}" for key, value in fields.items()]
     return " ".join(parts)
 
 
-class Logger:
-    """Writes log lines to a stream (stderr unless given)."""
+def _json_value(value: Value) -> object:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return round(value, 3) if isinstance(value, float) else value
+    return list(value)
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+
+def format_json(level: str, msg: str, fields: dict[str, Value]) -> str:
+    """Render one JSON object (without newline)."""
+    body: dict[str, object] = {"time": _now(), "level": level, "msg": msg}
+    for key, value in fields.items():
+        body[key] = _json_value(value)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+class Logger:
+    """Writes whole log lines to a stream (stderr unless given), from any thread."""
+
+    def __init__(self, stream: TextIO | None = None, fmt: str = "text") -> None:
         self._stream = stream
+        self.format = fmt
+        self._lock = threading.Lock()
 
     def log(self, level: str, msg: str, **fields: Value) -> None:
-        stream = self._stream or sys.stderr
-        stream.write(format_line(level, msg, fields) + "\n")
-        stream.flush()
+        render = format_json if self.format == "json" else format_line
+        line = render(level, msg, fields) + "\n"
+        with self._lock:
+            stream = self._stream or sys.stderr
+            stream.write(line)
+            stream.flush()
 
     def info(self, msg: str, **fields: Value) -> None:
         self.log("info", msg, **fields)
@@ -59,3 +83,8 @@ _default = Logger()
 info = _default.info
 warning = _default.warning
 error = _default.error
+
+
+def set_format(fmt: str) -> None:
+    """Choose text (logfmt) or json for the default logger."""
+    _default.format = fmt

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -15,19 +15,46 @@ if __package__ in (None, ""):
     sys.path.insert(0, _root)
 
 from loader import log  # noqa: E402
-from loader.client import Client  # noqa: E402
-from loader.discover import BundleFile, find_bundles  # noqa: E402
-from loader.errors import ContainerdError, LoaderError, UsageError  # noqa: E402
-from loader.importer import Importer, ImportStats  # noqa: E402
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from loader.discover import find_bundles  # noqa: E402
+from loader.errors import UsageError  # noqa: E402
+from loader.importer import Options  # noqa: E402
+from loader.run import EXIT_OK, EXIT_USAGE, Report, Settings, run  # noqa: E402
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_PRESEED_DIR = "/containerd/preseed"
 DEFAULT_SNAPSHOTTER = "overlayfs"
 DEFAULT_TIMEOUT = 60.0
+
+DESCRIPTION = """\
+Import every preseeded bundle into containerd: <preseed dir>/<namespace>/<file>, where file is
+an OCI archive or a docker archive (.tar), or one compressed as a whole (.tar.gz, .tgz,
+.tar.zst, .tzst). Layers may be gzip, zstd or uncompressed. Each bundle's content goes in
+under a lease, is verified against its digests, is unpacked into the snapshotter, and only
+then are its image records written. Bundles run in parallel; one line per bundle is logged
+in file order."""
+
+EPILOG = """\
+names:
+  io.containerd.image.name, else org.opencontainers.image.ref.name (a full reference, or a
+  bare tag T made full with the bundle's file name: redis.tar + 7.2 ->
+  docker.io/library/redis:7.2), else the docker archive's RepoTags (short names made full
+  as Docker does). An image with no name is imported as <file name>@<digest>, with a warning.
+
+labels on every image record the loader writes:
+  preseed.dev/bundle=<file>           the bundle it came from (used by --prune)
+  preseed.dev/fingerprint, preseed.dev/images, preseed.dev/unpacked
+                                      what the second-boot check compares
+  io.cri-containerd.pinned=pinned     in namespace k8s.io only, unless --no-pin
+
+second boot:
+  a bundle whose fingerprint (size, mtime, digest of its index) matches its image records,
+  and whose content, GC labels and top snapshot are all still in containerd, is not read
+  again ("unchanged"); anything missing makes it load again.
+
+exit codes:
+  0  every bundle loaded (or verified, with --dry-run)
+  1  some bundles failed (every other one loaded), or pruning failed
+  2  bad usage, unreadable preseed folder, or containerd unreachable within --timeout"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,23 +65,61 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="preseed-loader",
-        description="Import preseeded OCI archive bundles into containerd.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help="containerd gRPC socket")
     parser.add_argument(
         "--preseed-dir",
         default=DEFAULT_PRESEED_DIR,
         type=Path,
-        help="directory holding <namespace>/<name>.tar bundles",
+        help="directory holding <namespace>/<file> bundles (default %(default)s)",
     )
     parser.add_argument(
-        "--snapshotter", default=DEFAULT_SNAPSHOTTER, help="snapshotter to unpack layers into"
+        "--snapshotter",
+        default=DEFAULT_SNAPSHOTTER,
+        help="snapshotter to unpack layers into (default %(default)s)",
     )
     parser.add_argument(
         "--timeout",
         default=DEFAULT_TIMEOUT,
         type=float,
-        help="seconds to wait for containerd to answer",
+        help="seconds to wait for containerd's socket, with backoff (default %(default)g)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="bundles, and layers, handled at once (default: CPU count, %(default)s)",
+    )
+    parser.add_argument(
+        "--all-platforms",
+        action="store_true",
+        help="import the content of every platform present (the host's is unpacked)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not label k8s.io images io.cri-containerd.pinned=pinned",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove images labelled preseed.dev/bundle whose bundle is gone or no longer"
+        " holds them; nothing else is touched",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and verify every bundle without containerd",
+    )
+    parser.add_argument("--report", type=Path, help="write a JSON summary of the run to FILE")
+    parser.add_argument(
+        "--log-format",
+        choices=log.FORMATS,
+        default="text",
+        help="text (logfmt) or json (one object per line); default %(default)s",
     )
     return parser
 
@@ -67,89 +132,68 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise UsageError("--snapshotter must not be empty")
     if not args.timeout >= 0:
         raise UsageError("--timeout must be zero or more seconds")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the loader; returns the process exit code."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--log-format=json" in argv or any(
+        a == "--log-format" and i + 1 < len(argv) and argv[i + 1] == "json"
+        for i, a in enumerate(argv)
+    ):
+        log.set_format("json")
+    else:
+        log.set_format("text")
     try:
         args = _parse(argv)
     except UsageError as e:
         log.error("bad usage", error=str(e))
         return EXIT_USAGE
     preseed_dir: Path = args.preseed_dir
+    settings = Settings(
+        address=args.address,
+        preseed_dir=preseed_dir,
+        options=Options(
+            snapshotter=args.snapshotter,
+            all_platforms=args.all_platforms,
+            pin=not args.no_pin,
+        ),
+        jobs=args.jobs,
+        timeout=args.timeout,
+        dry_run=args.dry_run,
+        prune=args.prune,
+    )
     if not preseed_dir.exists():
+        # Nothing is pruned either: a missing folder is more likely a mistake than an upgrade.
         log.warning("no preseed directory; nothing to load", dir=str(preseed_dir))
-        return EXIT_OK
+        return _finish(args, Report(str(preseed_dir), args.dry_run))
     try:
         bundles, skipped = find_bundles(preseed_dir)
     except OSError as e:
         log.error("cannot read preseed directory", dir=str(preseed_dir), error=e.strerror or str(e))
-        return EXIT_USAGE
+        return _finish(args, Report(str(preseed_dir), args.dry_run, EXIT_USAGE, error=str(e)))
     for entry in skipped:
         log.warning("skipped", path=str(entry.path), reason=entry.reason)
-    if not bundles:
+    if not bundles and not args.prune:
         log.info("nothing to load", dir=str(preseed_dir))
-        return EXIT_OK
-    return _run(args, bundles)
+        report = Report(str(preseed_dir), args.dry_run)
+        report.skipped = [{"path": str(s.path), "reason": s.reason} for s in skipped]
+        return _finish(args, report)
+    return _finish(args, run(settings, bundles, skipped))
 
 
-def _run(args: argparse.Namespace, bundles: list[BundleFile]) -> int:
-    started = time.monotonic()
-    client = Client(args.address)
-    try:
+def _finish(args: argparse.Namespace, report: Report) -> int:
+    if args.report is not None:
         try:
-            client.wait_ready(args.timeout)
-        except ContainerdError as e:
-            log.error("containerd unreachable", address=args.address, error=str(e))
-            return EXIT_USAGE
-        importer = Importer(client, args.snapshotter)
-        failed = 0
-        for bundle in bundles:
-            stats = ImportStats()
-            t0 = time.monotonic()
-            error: str | None = None
-            try:
-                importer.import_bundle(bundle.namespace, bundle.path, stats)
-            except LoaderError as e:
-                error = str(e)
-            except Exception as e:  # keep going with the other bundles
-                error = f"internal error: {type(e).__name__}: {e}"
-            for warning in stats.warnings:
-                log.warning(
-                    "bundle warning",
-                    namespace=bundle.namespace,
-                    file=str(bundle.path),
-                    warning=warning,
-                )
-            fields: dict[str, log.Value] = dict(
-                namespace=bundle.namespace,
-                file=str(bundle.path),
-                names=stats.names,
-                bytes=stats.bytes_written,
-                seconds=time.monotonic() - t0,
-                result="failed" if error else "ok",
-                blobs_written=stats.blobs_written,
-                blobs_present=stats.blobs_present,
-                layers_unpacked=stats.layers_unpacked,
-                layers_present=stats.layers_present,
-                images_changed=stats.images_changed,
-            )
-            if error:
-                failed += 1
-                log.error("bundle", **fields, error=error)
-            else:
-                log.info("bundle", **fields)
-        log.info(
-            "done",
-            bundles=len(bundles),
-            loaded=len(bundles) - failed,
-            failed=failed,
-            seconds=time.monotonic() - started,
-        )
-        return EXIT_FAILED if failed else EXIT_OK
-    finally:
-        client.close()
+            report.write(args.report)
+        except OSError as e:
+            log.error("cannot write report", file=str(args.report), error=e.strerror or str(e))
+            return report.exit_code or EXIT_USAGE
+    return report.exit_code
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_import_then_run_again(
     rc, lines = _load(containerd, preseed, capsys)
     assert rc == 0, lines
     line = _bundle_line(lines, built.path)
-    assert "level=info" in line and _field(line, "result") == "ok"
+    assert "level=info" in line and _field(line, "result") == "loaded"
     assert _field(line, "namespace") == NS and _field(line, "names") == HELLO
     assert int(_field(line, "bytes")) == sum(len(b) for b in built.blobs.values())
     assert float(_field(line, "seconds")) >= 0
@@ -106,6 +106,7 @@ def test_import_then_run_again(
     rc, lines = _load(containerd, preseed, capsys)
     assert rc == 0, lines
     line = _bundle_line(lines, built.path)
+    assert _field(line, "result") == "unchanged"
     assert _field(line, "bytes") == "0" and _field(line, "blobs_written") == "0"
     assert _field(line, "layers_unpacked") == "0" and _field(line, "images_changed") == "0"
     _assert_loaded(state, NS, built)
