@@ -281,6 +281,14 @@ class Client:
         )
         return resp.lease.id
 
+    def lease_add_snapshot(self, snapshotter: str, key: str) -> None:
+        """Hold a snapshot under this client's lease (so GC keeps it)."""
+        assert self.lease, "lease_add_snapshot needs a lease"
+        request = leases_pb2.AddResourceRequest(
+            id=self.lease, resource=leases_pb2.Resource(id=key, type=f"snapshots/{snapshotter}")
+        )
+        self._call("lease add resource", self._ch.leases.AddResource, request)
+
     def lease_delete(self, lease_id: str) -> None:
         request = leases_pb2.DeleteRequest(id=lease_id)
         self._call("lease delete", self._ch.leases.Delete, request)

@@ -11,7 +11,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from loader import oci, state
 from loader.api import images_pb2, snapshots_pb2
@@ -25,11 +25,13 @@ from loader.errors import (
     FailedPrecondition,
     ImportFailed,
     NotFound,
+    Unavailable,
 )
 from loader.oci import Descriptor
 from loader.platforms import Platform, host
 
 LEASE_TTL = timedelta(hours=1)
+LOCK_WAIT = 600.0
 _BLOB_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 
 
@@ -102,6 +104,9 @@ class Importer:
         self.client = client
         self.options = options or Options()
         self.pool = pool
+        # Blobs being written by this process, by (namespace, digest): one writer each.
+        self._writing: dict[tuple[str, str], threading.Event] = {}
+        self._writing_lock = threading.Lock()
 
     def import_bundle(
         self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
@@ -204,9 +209,6 @@ class Importer:
         """A large member of a compressed bundle, met once while streaming: upload it."""
         match = _BLOB_RE.match(member.name)
         expected = f"sha256:{match.group(1)}" if match else ""
-        if expected and client.content_info(expected) is not None:
-            stats.add(blobs_present=1)
-            return hash_stream(reader, member.size)
         hasher_box: list[str] = []
         used = [False]
 
@@ -229,7 +231,8 @@ class Importer:
 
         ref = f"preseed-stream-{_unique()}"
         try:
-            sent, _ = client.content_write(ref, member.size, expected, read_from)
+            # ALREADY_EXISTS (the store has it; now held by our lease) comes before any data.
+            sent, committed = client.content_write(ref, member.size, expected, read_from)
         except FailedPrecondition:
             self._abort_quietly(client, ref)
             digest = hasher_box[0] if hasher_box else "another digest"
@@ -237,23 +240,39 @@ class Importer:
         except BaseException:
             self._abort_quietly(client, ref)
             raise
-        if not hasher_box:  # the store had it already: read the rest to know its digest
+        if not hasher_box:  # the store had it already: read it all the same, to verify it
+            stats.add(blobs_present=1)
             return hash_stream(reader, member.size)
-        stats.add(bytes_written=sent, blobs_written=1 if sent else 0, blobs_present=0 if sent else 1)
+        if committed:
+            stats.add(bytes_written=sent, blobs_written=1)
+        else:
+            stats.add(blobs_present=1)
         return hasher_box[0]
 
     def _put_blob(self, client: Client, bundle: Bundle, blob: Blob, stats: ImportStats) -> None:
-        desc = blob.desc
         member = blob.member
         if member is not None and member.data is None and member.offset is None:
             return  # streamed into the store by _sink already
-        if client.content_info(desc.digest) is not None:
-            stats.add(blobs_present=1)
-            if not blob.verified and member is not None:
-                actual = bundle.archive.hash(member)
-                if actual != desc.digest:
-                    raise BundleError(f"blob {desc.digest} is corrupted (content hashes to {actual})")
-            return
+        key = (client.namespace, blob.desc.digest)
+        while True:
+            with self._writing_lock:
+                other = self._writing.get(key)
+                if other is None:
+                    mine = self._writing[key] = threading.Event()
+                    break
+            other.wait()  # another bundle of this run writes it; then look again
+        try:
+            self._put_blob_once(client, bundle, blob, stats)
+        finally:
+            with self._writing_lock:
+                del self._writing[key]
+            mine.set()
+
+    def _put_blob_once(
+        self, client: Client, bundle: Bundle, blob: Blob, stats: ImportStats
+    ) -> None:
+        desc = blob.desc
+        member = blob.member
         ref = f"preseed-{desc.digest}"
         archive = bundle.archive
 
@@ -267,7 +286,12 @@ class Importer:
 
         size = desc.size
         try:
-            sent, _ = client.content_write(ref, size, desc.digest, read_from)
+            # A blob already in the store answers ALREADY_EXISTS, and is then held by our lease.
+            sent = self._write_when_unlocked(client, ref, size, desc.digest, read_from)
+            if sent is None:
+                stats.add(blobs_present=1)
+                self._verify_present(bundle, blob)
+                return
         except FailedPrecondition:
             # A stale partial ingest under our ref (e.g. from a crash) failed the digest check,
             # or the blob itself is corrupted: drop the ingest and write it once more whole.
@@ -287,6 +311,35 @@ class Importer:
             self._abort_quietly(client, ref)
             raise
         stats.add(bytes_written=sent, blobs_written=1)
+
+    def _write_when_unlocked(
+        self,
+        client: Client,
+        ref: str,
+        size: int,
+        digest: str,
+        read_from: Callable[[int], Iterable[bytes]],
+    ) -> int | None:
+        """Write a blob; while another process holds its ref, wait. None: it appeared."""
+        delay = 0.05
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                sent, committed = client.content_write(ref, size, digest, read_from)
+                return sent if committed else None
+            except Unavailable as e:
+                if "locked" not in e.details or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _verify_present(self, bundle: Bundle, blob: Blob) -> None:
+        """A blob the store had already: check the bundle's copy all the same."""
+        if blob.verified or blob.member is None:
+            return
+        actual = bundle.archive.hash(blob.member)
+        if actual != blob.desc.digest:
+            raise BundleError(f"blob {blob.desc.digest} is corrupted (content hashes to {actual})")
 
     def _abort_quietly(self, client: Client, ref: str) -> None:
         try:
@@ -317,7 +370,14 @@ class Importer:
             elif info.kind != snapshots_pb2.COMMITTED:
                 raise ImportFailed(f"snapshot {chain_id} exists but is not committed")
             else:
-                stats.add(layers_present=1)
+                # Hold it under our lease, then make sure GC did not take it meanwhile.
+                client.lease_add_snapshot(snapshotter, chain_id)
+                if client.snapshot_stat(snapshotter, chain_id) is None:
+                    uploads[layer.digest].result()
+                    self._apply_layer(client, layer, diff_id, chain_id, parent)
+                    stats.add(layers_unpacked=1)
+                else:
+                    stats.add(layers_present=1)
             parent = chain_id
         uploads[image.config.digest].result()
         if chain:
