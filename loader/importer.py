@@ -471,5 +471,9 @@ class Importer:
         try:
             client.image_update(record)
         except NotFound:
-            client.image_create(record)
+            try:
+                client.image_create(record)
+            except AlreadyExists:
+                # Another loader created it in between (two runs at once): update it.
+                client.image_update(record)
         stats.add(images_changed=1)
