@@ -405,6 +405,11 @@ class Importer:
             except AlreadyExists:
                 if client.snapshot_stat(snapshotter, chain_id) is not None:
                     return False
+            except ContainerdError as e:
+                # After a crash of containerd, overlayfs may hand out the id of a folder it
+                # made but never recorded ("file exists"); the next id is free.
+                if "file exists" not in e.details:
+                    raise
         if mounts is None:
             raise ImportFailed(f"cannot prepare a snapshot for {chain_id}")
         try:

@@ -476,10 +476,19 @@ def _docker(name: str, mutate: Callable[[dict[str, Any], list[Entry]], None]) ->
     return tar_bytes([_file("manifest.json", _dumps([entry]))] + members)
 
 
+def docker_archive(name: str) -> bytes:
+    """A valid docker archive of one image named image_name(name)."""
+    return _docker(name, lambda entry, members: None)
+
+
 def _docker_not_list(name: str) -> bytes:
-    data = _docker(name, lambda entry, members: None)
+    data = docker_archive(name)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        rest = [Entry(i, tar.extractfile(i).read()) for i in tar if i.name != "manifest.json"]  # type: ignore[union-attr]
+        rest = [
+            Entry(i, tar.extractfile(i).read())  # type: ignore[union-attr]
+            for i in tar
+            if i.name != "manifest.json"
+        ]
     return tar_bytes([_file("manifest.json", b'{"Config": "x.json"}')] + rest)
 
 
@@ -601,8 +610,14 @@ KINDS: tuple[BadKind, ...] = (
     BadKind("descriptor-negative-size", r"invalid size", _bad_descriptor("size", -5)),
     BadKind("absolute-names", r"absolute member name /", _absolute_names),
     BadKind("dotdot-name", r"member name blobs/\.\./\.\./index\.json has '\.\.'", _dotdot_name),
-    BadKind("symlink-member", r"symbolic link member index\.json points to /etc/passwd, outside", _symlink_member),
-    BadKind("symlink-up", r"symbolic link member blobs/up points to \.\./\.\./etc/passwd", _symlink_up),
+    BadKind(
+        "symlink-member",
+        r"symbolic link member index\.json points to /etc/passwd, outside",
+        _symlink_member,
+    ),
+    BadKind(
+        "symlink-up", r"symbolic link member blobs/up points to \.\./\.\./etc/passwd", _symlink_up
+    ),
     BadKind("hardlink-outside", r"links to /etc/shadow", _hardlink_outside),
     BadKind("hardlink-missing", r"links to missing member", _hardlink_missing),
     BadKind("device-member", r"device member blobs/sha256/dev", _device_member),
@@ -620,7 +635,9 @@ KINDS: tuple[BadKind, ...] = (
     ),
     BadKind("gzip-bomb", r"expands to more than \d+ bytes", _gzip_bomb, ".tar.gz"),
     BadKind("zstd-bomb", r"expands to more than \d+ bytes", _zstd_bomb, ".tar.zst"),
-    BadKind("invalid-namespace", r"not a valid containerd namespace name", _valid, ".tar", "-Bad_NS-"),
+    BadKind(
+        "invalid-namespace", r"not a valid containerd namespace name", _valid, ".tar", "-Bad_NS-"
+    ),
 )
 
 
