@@ -50,7 +50,6 @@ CTR_LEAVES_RECORD = {
     "hardlink-outside",
     "hardlink-missing",
     "no-platform",
-    "docker-config-corrupted",
     # ctr reports success.
     "index-too-large",
     "index-too-deep",
@@ -64,7 +63,7 @@ CTR_LEAVES_RECORD = {
     "duplicate-blob",
     "duplicate-index",  # the image named by the second index.json
     "nested-index-too-deep",
-    "invalid-namespace",
+    "docker-config-corrupted",
 }
 
 
@@ -192,7 +191,8 @@ def test_ctr_import_leaves_broken_records_we_do_not(
     files = bad_bundles.write_all(tmp_path)
     state = fresh_containerd.state_reader()
     left: set[str] = set()
-    for kind in KINDS:
+    # ctr is told the namespace, so a bad namespace folder name means nothing to it.
+    for kind in [k for k in KINDS if k.namespace == NS]:
         namespace = "ctr-" + kind.name
         subprocess.run(
             ["ctr", "-a", fresh_containerd.address, "-n", namespace, "images", "import"]
