@@ -31,6 +31,7 @@ TOO_LARGE_JSON = (4 << 20) + 1
 TOO_DEEP_JSON = 200
 DEPTH_BOMB_JSON = 200_000
 TOO_DEEP_INDEX = 12
+TOO_MANY_MEMBERS = 10_001
 # Whole-bundle compression bombs: this many bytes of zeros behind one tar header.
 BOMB_EXPANDED = 160 << 20
 
@@ -391,6 +392,11 @@ def _symlink_up(name: str) -> bytes:
     return tar_bytes(entries + [_special("blobs/up", tarfile.SYMTYPE, "../../etc/passwd")])
 
 
+def _too_many_members(name: str) -> bytes:
+    extra = [_file(f"junk/{i}", b"") for i in range(TOO_MANY_MEMBERS)]
+    return tar_bytes(Layout(name).entries() + extra)
+
+
 def _device_member(name: str) -> bytes:
     entries = Layout(name).entries()
     return tar_bytes(entries + [_special("blobs/sha256/dev", tarfile.CHRTYPE)])
@@ -622,6 +628,7 @@ KINDS: tuple[BadKind, ...] = (
     BadKind("hardlink-missing", r"links to missing member", _hardlink_missing),
     BadKind("device-member", r"device member blobs/sha256/dev", _device_member),
     BadKind("fifo-member", r"fifo member blobs/fifo", _fifo_member),
+    BadKind("too-many-members", r"more than \d+ archive members", _too_many_members),
     BadKind("duplicate-index", r"duplicate archive member index\.json", _duplicate_index),
     BadKind("duplicate-blob", r"duplicate archive member blobs/sha256/\w+", _duplicate_blob),
     BadKind("nested-index-too-deep", r"indexes nested more than \d+ deep", _nested_index_too_deep),
