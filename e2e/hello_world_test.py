@@ -50,7 +50,10 @@ def test_node_image_layout(node: NodeRoot) -> None:
     assert node.loader.stat().st_mode & 0o111
     unit = (node.path / "etc/systemd/system/preseed-loader.service").read_text()
     assert "After=containerd.service" in unit and "Before=kubelet.service" in unit
-    assert "ExecStart=/usr/bin/preseed-loader --address /run/containerd/containerd.sock --preseed-dir /containerd/preseed" in unit
+    assert (
+        "ExecStart=/usr/bin/preseed-loader --address /run/containerd/containerd.sock"
+        " --preseed-dir /containerd/preseed --manifest /etc/preseed/manifest.json --prune"
+    ) in unit
     assert node.sandbox_image() == "e2e.invalid/pause:latest"
 
 
@@ -91,3 +94,16 @@ def test_loader_runs_again_cleanly(node: NodeRoot, containerd: Containerd) -> No
     assert again.returncode == 0, again.stdout + again.stderr
     with Cri(containerd.address) as cri:
         assert cri.image_status(HELLO) is not None
+
+
+def test_changed_bundle_is_refused_as_tampering(node: NodeRoot, containerd: Containerd) -> None:
+    hello = node.preseed_dir / "k8s.io" / "hello.tar"
+    with open(hello, "ab") as f:
+        f.write(b"\0" * 512)
+    loaded = node.run_loader(containerd.address)
+    assert loaded.returncode == 1, loaded.stdout + loaded.stderr
+    errors = [line for line in loaded.stderr.splitlines() if "level=error" in line]
+    assert len(errors) == 1 and "hello.tar" in errors[0] and "tampering" in errors[0], loaded.stderr
+    with Cri(containerd.address) as cri:
+        assert cri.image_status(HELLO) is None
+        assert cri.image_status(PAUSE) is not None

@@ -17,6 +17,7 @@ from e2e.cri import api_pb2 as cri
 from e2e.cri import api_pb2_grpc as cri_grpc
 
 LOADER = "usr/bin/preseed-loader"
+LOADER_UNIT = "etc/systemd/system/preseed-loader.service"
 CONTAINERD_CONFIG = "etc/containerd/config.toml"
 PRESEED_DIR = "containerd/preseed"
 
@@ -49,10 +50,30 @@ class NodeRoot:
     def sandbox_image(self) -> str:
         return self.containerd_config()["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"]
 
+    def loader_command(self, address: str) -> list[str]:
+        """The ExecStart line of the node's loader unit, with its paths inside this folder and
+        containerd's socket at `address`."""
+        lines = (self.path / LOADER_UNIT).read_text().splitlines()
+        exec_start = [line.split("=", 1)[1] for line in lines if line.startswith("ExecStart=")]
+        if len(exec_start) != 1:
+            raise ValueError(f"{LOADER_UNIT}: expected one ExecStart line, found {len(exec_start)}")
+        words = exec_start[0].split()
+        command = [str(self.path / words[0].lstrip("/"))]
+        previous = ""
+        for word in words[1:]:
+            if previous == "--address":
+                command.append(address)
+            elif word.startswith("/"):
+                command.append(str(self.path / word.lstrip("/")))
+            else:
+                command.append(word)
+            previous = word
+        return command
+
     def run_loader(self, address: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        """Runs the node's own loader on its preseed folder, as its systemd unit would."""
+        """Runs the node's own loader as its systemd unit would, on this folder's files."""
         return subprocess.run(
-            [str(self.loader), "--address", address, "--preseed-dir", str(self.preseed_dir), *extra],
+            self.loader_command(address) + list(extra),
             capture_output=True,
             text=True,
             timeout=300,

@@ -16,7 +16,6 @@ PYTHONPATH="{pythonpath}" exec python3 -s -B -P -m loader.main "$@"
 
 _SERVICE = """[Unit]
 Description=Import preseeded container images into containerd
-Documentation=file:///{bin}
 After=containerd.service
 Requires=containerd.service
 Before=kubelet.service
@@ -24,7 +23,7 @@ Before=kubelet.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/{bin} --address {address} --preseed-dir {preseed_dir}
+ExecStart=/{bin} --address {address} --preseed-dir {preseed_dir}{args}
 
 [Install]
 WantedBy=multi-user.target kubelet.service
@@ -94,11 +93,16 @@ def _node_image_impl(ctx):
     _add(entries, {"dest": _LOADER_BIN, "src": launcher.path, "mode": "0755"})
     inputs.append(launcher)
 
+    args = (["--manifest", "/" + MANIFEST] if ctx.attr.verify_manifest else []) + ctx.attr.loader_args
+    for arg in args:
+        if not arg or " " in arg or "\t" in arg or "\n" in arg or "%" in arg or "$" in arg:
+            fail("loader_args: %r cannot be passed through a systemd ExecStart line" % arg)
     unit = ctx.actions.declare_file(ctx.label.name + ".preseed-loader.service")
     ctx.actions.write(unit, _SERVICE.format(
         bin = _LOADER_BIN,
         address = ctx.attr.containerd_address,
         preseed_dir = "/" + preseed_dir,
+        args = "".join([" " + arg for arg in args]),
     ))
     _add(entries, {"dest": _UNIT, "src": unit.path, "mode": "0644"})
     for wants in ["multi-user.target.wants", "kubelet.service.wants"]:
@@ -155,6 +159,14 @@ same bytes. The output group `manifest` holds a copy of the manifest.""",
         "containerd_address": attr.string(default = "/run/containerd/containerd.sock", doc = "containerd's socket, as the loader's unit uses it."),
         "preseed_dir": attr.string(default = "/containerd/preseed", doc = "The preseed root: where the bundles go in the rootfs (`<preseed_dir>/<namespace>/<file>`), and where the loader reads them."),
         "loader": attr.label(default = "//loader", providers = [PyInfo], doc = "The loader program (a py_binary)."),
+        "loader_args": attr.string_list(
+            default = ["--prune"],
+            doc = "More arguments of the loader in its systemd unit. The default `--prune` removes, at boot, the images of bundles that an upgraded node image no longer has (only images the loader itself labelled). See docs/loader.md for the flags.",
+        ),
+        "verify_manifest": attr.bool(
+            default = True,
+            doc = "Whether the unit passes `--manifest /etc/preseed/manifest.json`, so that the loader loads only bundles whose sha256 and size match the manifest and reports any other as tampering. It reads every bundle in full at each boot.",
+        ),
         "_tool": attr.label(default = "//rules/private/tools:rootfs", executable = True, cfg = "exec"),
     },
 )
