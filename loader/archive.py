@@ -13,12 +13,13 @@ from typing import IO, Callable, Iterator, Protocol
 
 import zstandard
 
+from loader import safety
 from loader.errors import BundleError
+from loader.safety import MAX_JSON_SIZE
 
 CHUNK_SIZE = 1 << 20
 # Members at most this big, or JSON documents up to MAX_JSON_SIZE, are read into memory.
 SMALL_SIZE = 256 << 10
-MAX_JSON_SIZE = 16 << 20
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -86,6 +87,7 @@ class Archive:
         self.path = path
         self.compression = compression
         self.members: dict[str, Member] = {}
+        self.memory = safety.MemoryBudget()
         self._fd: int | None = None
 
     @property
@@ -182,7 +184,8 @@ def _scan_seekable(archive: Archive) -> None:
     archive._fd = os.open(archive.path, os.O_RDONLY | os.O_CLOEXEC)
     with tarfile.open(archive.path, mode="r:") as tar:
         links: list[tuple[str, str]] = []
-        for info in tar:
+        for count, info in enumerate(tar, 1):
+            safety.check_member(info, count)
             name = normalize(info.name)
             if info.islnk():
                 links.append((name, normalize(info.linkname)))
@@ -192,6 +195,7 @@ def _scan_seekable(archive: Archive) -> None:
             member = Member(name, info.size, offset=info.offset_data)
             member.head = os.pread(archive._fd, min(512, info.size), info.offset_data)
             if _keep_in_memory(name, info.size, member.head):
+                archive.memory.take(info.size)
                 member.data = b"".join(archive.chunks(member, 0))
                 member.offset = None
                 member.digest = "sha256:" + hashlib.sha256(member.data).hexdigest()
@@ -206,14 +210,18 @@ def _scan_seekable(archive: Archive) -> None:
 
 def _stream(f: IO[bytes], compression: str) -> IO[bytes]:
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    return zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK_SIZE)  # type: ignore
+        stream: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[assignment]
+    else:
+        stream = zstandard.ZstdDecompressor().stream_reader(f, read_size=CHUNK_SIZE)  # type: ignore
+    size = os.fstat(f.fileno()).st_size
+    return safety.BoundedReader(stream, safety.expansion_limit(size), size)  # type: ignore
 
 
 def _scan_stream(archive: Archive, sink: Sink | None) -> None:
     with open(archive.path, "rb") as raw, _stream(raw, archive.compression) as stream:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK_SIZE) as tar:
-            for info in tar:
+            for count, info in enumerate(tar, 1):
+                safety.check_member(info, count)
                 name = normalize(info.name)
                 if info.islnk():
                     source = archive.members.get(normalize(info.linkname))
@@ -229,6 +237,7 @@ def _scan_stream(archive: Archive, sink: Sink | None) -> None:
                 head = f.read(min(512, info.size))
                 member = Member(name, info.size, head)
                 if _keep_in_memory(name, info.size, head):
+                    archive.memory.take(info.size)
                     member.data = head + f.read()
                     if len(member.data) != info.size:
                         raise BundleError(f"{name} is truncated")

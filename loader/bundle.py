@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping
 
-from loader import names, oci
+from loader import names, oci, safety
 from loader.archive import Archive, Member, Sink, compression_of, open_archive
 from loader.archive import normalize as normalize_name
 from loader.errors import BundleError
@@ -105,11 +105,8 @@ def open_bundle(
 
 
 def parse_json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        reason = " ".join(str(e).split())
-        raise BundleError(f"{what} is not valid JSON: {reason}") from None
+    """One JSON document, within the size and depth limits of loader.safety."""
+    return safety.parse_json(data, what)
 
 
 class _Resolver:
@@ -253,6 +250,11 @@ class _Resolver:
         else:
             matching = [c for c in manifests if self.platform.matches(c.platform)]
             if not matching:
+                if any(oci.is_index(c.media_type) for c in children):
+                    raise BundleError(
+                        f"{name}: index {target.digest} holds indexes: indexes nested more"
+                        f" than {safety.MAX_INDEX_DEPTH} deep below index.json are not supported"
+                    )
                 raise BundleError(f"{name}: index {target.digest} has no manifest for {self.platform}")
             chosen = matching[0]
         if not record:

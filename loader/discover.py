@@ -21,6 +21,7 @@ class BundleFile:
 class Skipped:
     path: Path
     reason: str
+    refused: bool = False  # an error (exit code 1), not just a warning
 
 
 def valid_namespace(name: str) -> bool:
@@ -37,7 +38,7 @@ def find_bundles(preseed_dir: Path) -> tuple[list[BundleFile], list[Skipped]]:
             skipped.append(Skipped(top, "not a namespace directory"))
             continue
         if not valid_namespace(top.name):
-            skipped.append(Skipped(top, "not a valid containerd namespace name"))
+            skipped.append(Skipped(top, "not a valid containerd namespace name", refused=True))
             continue
         try:
             entries = sorted(top.iterdir())

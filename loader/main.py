@@ -14,11 +14,19 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(_root, "loader")]
     sys.path.insert(0, _root)
 
-from loader import log  # noqa: E402
-from loader.discover import find_bundles  # noqa: E402
+from loader import log, trust  # noqa: E402
+from loader.discover import BundleFile, Skipped, find_bundles  # noqa: E402
 from loader.errors import UsageError  # noqa: E402
 from loader.importer import Options  # noqa: E402
-from loader.run import EXIT_OK, EXIT_USAGE, Report, Settings, run  # noqa: E402
+from loader.run import (  # noqa: E402
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Report,
+    Settings,
+    run,
+    skipped_entry,
+)
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_PRESEED_DIR = "/containerd/preseed"
@@ -116,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", type=Path, help="write a JSON summary of the run to FILE")
     parser.add_argument(
+        trust.ALLOW_FLAG,
+        action="store_true",
+        help="load bundles and folders that are not owned by root or are writable by group or"
+        " others (with a warning); for development only",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the node image's manifest (etc/preseed/manifest.json): load only bundles whose"
+        " size and sha256 it lists; any other, changed or missing bundle is tampering",
+    )
+    parser.add_argument(
         "--log-format",
         choices=log.FORMATS,
         default="text",
@@ -167,23 +188,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         dry_run=args.dry_run,
         prune=args.prune,
     )
+    manifest: trust.Manifest | None = None
+    if args.manifest is not None:
+        try:
+            manifest, warnings = trust.read_manifest(args.manifest, args.allow_insecure_permissions)
+        except UsageError as e:
+            log.error("bad manifest", file=str(args.manifest), error=str(e))
+            return _finish(args, Report(str(preseed_dir), args.dry_run, EXIT_USAGE, error=str(e)))
+        for warning in warnings:
+            log.warning("insecure", file=str(args.manifest), warning=warning)
     if not preseed_dir.exists():
         # Nothing is pruned either: a missing folder is more likely a mistake than an upgrade.
         log.warning("no preseed directory; nothing to load", dir=str(preseed_dir))
-        return _finish(args, Report(str(preseed_dir), args.dry_run))
-    try:
-        bundles, skipped = find_bundles(preseed_dir)
-    except OSError as e:
-        log.error("cannot read preseed directory", dir=str(preseed_dir), error=e.strerror or str(e))
-        return _finish(args, Report(str(preseed_dir), args.dry_run, EXIT_USAGE, error=str(e)))
+        bundles, skipped = [], []
+    else:
+        try:
+            bundles, skipped = find_bundles(preseed_dir)
+        except OSError as e:
+            log.error(
+                "cannot read preseed directory", dir=str(preseed_dir), error=e.strerror or str(e)
+            )
+            return _finish(args, Report(str(preseed_dir), args.dry_run, EXIT_USAGE, error=str(e)))
+    if preseed_dir.exists() or manifest is not None:
+        bundles, skipped = _vet(args, preseed_dir, bundles, skipped, manifest)
     for entry in skipped:
-        log.warning("skipped", path=str(entry.path), reason=entry.reason)
-    if not bundles and not args.prune:
+        if entry.refused:
+            log.error("refused", file=str(entry.path), reason=entry.reason)
+        else:
+            log.warning("skipped", path=str(entry.path), reason=entry.reason)
+    if not bundles and (not args.prune or not preseed_dir.exists()):
         log.info("nothing to load", dir=str(preseed_dir))
         report = Report(str(preseed_dir), args.dry_run)
-        report.skipped = [{"path": str(s.path), "reason": s.reason} for s in skipped]
+        report.skipped = [skipped_entry(s) for s in skipped]
+        if any(s.refused for s in skipped):
+            report.exit_code = EXIT_FAILED
         return _finish(args, report)
     return _finish(args, run(settings, bundles, skipped))
+
+
+def _vet(
+    args: argparse.Namespace,
+    preseed_dir: Path,
+    bundles: list[BundleFile],
+    skipped: list[Skipped],
+    manifest: trust.Manifest | None,
+) -> tuple[list[BundleFile], list[Skipped]]:
+    """Keep the bundles that pass the trust checks; the others join skipped as refused."""
+    vetted = trust.vet(preseed_dir, bundles, args.allow_insecure_permissions, manifest)
+    for path, warning in vetted.warnings:
+        log.warning("insecure", file=str(path), warning=warning)
+    return vetted.bundles, skipped + vetted.refused
 
 
 def _finish(args: argparse.Namespace, report: Report) -> int:

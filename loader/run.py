@@ -88,6 +88,14 @@ class Settings:
     prune: bool = False
 
 
+def skipped_entry(entry: Skipped) -> dict[str, str]:
+    """A skipped or refused path in the report."""
+    body = {"path": str(entry.path), "reason": entry.reason}
+    if entry.refused:
+        body["refused"] = "true"
+    return body
+
+
 def _error_text(e: BaseException) -> str:
     if isinstance(e, LoaderError):
         return str(e)
@@ -139,12 +147,12 @@ def run(settings: Settings, bundles: Sequence[BundleFile], skipped: Sequence[Ski
     """Load (or verify) every bundle; never raises for a bad bundle or containerd."""
     started = time.monotonic()
     report = Report(str(settings.preseed_dir), settings.dry_run)
-    report.skipped = [{"path": str(s.path), "reason": s.reason} for s in skipped]
+    report.skipped = [skipped_entry(s) for s in skipped]
     if settings.dry_run:
         _each(settings.jobs, bundles, lambda b: _verify(b, settings.options), report)
     else:
-        _load_all(settings, bundles, report)
-    failed = any(b.result == "failed" for b in report.bundles)
+        _load_all(settings, bundles, report, skipped)
+    failed = any(b.result == "failed" for b in report.bundles) or any(s.refused for s in skipped)
     if report.exit_code == EXIT_OK and failed:
         report.exit_code = EXIT_FAILED
     report.seconds = time.monotonic() - started
@@ -209,7 +217,12 @@ def _verify(bundle: BundleFile, options: Options) -> BundleResult:
     return _result(bundle, stats, time.monotonic() - t0, "verified")
 
 
-def _load_all(settings: Settings, bundles: Sequence[BundleFile], report: Report) -> None:
+def _load_all(
+    settings: Settings,
+    bundles: Sequence[BundleFile],
+    report: Report,
+    skipped: Sequence[Skipped] = (),
+) -> None:
     client = Client(settings.address)
     try:
         try:
@@ -223,7 +236,7 @@ def _load_all(settings: Settings, bundles: Sequence[BundleFile], report: Report)
             importer = Importer(client, settings.options, layers)
             _import_all(importer, settings.jobs, bundles, report)
         if settings.prune:
-            _prune(client, bundles, report)
+            _prune(client, bundles, report, skipped)
     finally:
         client.close()
 
@@ -261,9 +274,13 @@ def _import_all(
             report.bundles.append(result)
 
 
-def _prune(client: Client, bundles: Sequence[BundleFile], report: Report) -> None:
+def _prune(
+    client: Client, bundles: Sequence[BundleFile], report: Report, skipped: Sequence[Skipped] = ()
+) -> None:
     """Remove images with our bundle label whose bundle is gone, or no longer holds them."""
     present = {(b.namespace, b.path.name) for b in bundles}
+    # A refused bundle is still there: its images stay as they are.
+    present |= {(s.path.parent.name, s.path.name) for s in skipped if s.refused}
     loaded = {
         (b.namespace, Path(b.file).name): set(b.names)
         for b in report.bundles
