@@ -31,12 +31,14 @@ if [ "$bazel_status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=$((failed + 1))
 fi
 
-for check in scripts/check_reproducible.sh; do
-  if "$check"; then
-    echo "check ${check}: passed"
+# Whole-build properties: bit-identical after `bazel clean` and across checkout paths and output
+# bases; a change to one image rebuilds only its chain and the node image.
+for check in check_reproducible check_reproducible_paths check_incremental; do
+  if "scripts/$check.sh"; then
+    echo "check scripts/$check.sh: passed"
     passed=$((passed + 1))
   else
-    echo "check ${check}: FAILED"
+    echo "check scripts/$check.sh: FAILED"
     failed=$((failed + 1))
   fi
 done

@@ -1,10 +1,12 @@
 """node_image: a rootfs tarball with preseed bundles, the loader, its systemd unit and containerd's config."""
 
+load(":bundle.bzl", "validate_namespace")
 load(":providers.bzl", "PreseedBundleInfo")
 
 _LOADER_LIB = "usr/lib/preseed-loader"
 _LOADER_BIN = "usr/bin/preseed-loader"
 _UNIT = "etc/systemd/system/preseed-loader.service"
+MANIFEST = "etc/preseed/manifest.json"
 
 _LAUNCHER = """#!/bin/sh
 # Runs the preseed loader installed beside this script (see {unit}).
@@ -50,10 +52,29 @@ def _node_image_impl(ctx):
     entries = {}
     inputs = []
 
+    entries[MANIFEST] = {"dest": MANIFEST, "src": "the bundle manifest", "bundle": True}
+    bundles = []
     for target in ctx.attr.bundles:
         info = target[PreseedBundleInfo]
-        _add(entries, {"dest": "%s/%s/%s" % (preseed_dir, info.namespace, info.path), "src": info.bundle.path, "mode": "0644"})
-        inputs.append(info.bundle)
+        error = validate_namespace(info.namespace)
+        if error:
+            fail("bundles: %s: %s" % (target.label, error))
+        dest = "%s/%s/%s" % (preseed_dir, info.namespace, info.path)
+        if dest in entries:
+            fail("bundles: %s and %s both go to /%s; give them different names or namespaces" % (_source(entries[dest]), target.label, dest))
+        entries[dest] = {"dest": dest, "src": str(target.label), "bundle": True}
+        bundles.append({"namespace": info.namespace, "path": info.path, "src": info.bundle.path, "metadata": info.metadata.path})
+        inputs.extend([info.bundle, info.metadata])
+
+    for target, path in ctx.attr.files.items():
+        files = target.files.to_list()
+        if len(files) != 1:
+            fail("files: %s must produce exactly one file, it produces %d" % (target.label, len(files)))
+        dest = path.strip("/")
+        if not path.startswith("/") or not dest or ".." in dest.split("/"):
+            fail("files: %r of %s must be an absolute path without '..'" % (path, target.label))
+        _add(entries, {"dest": dest, "src": files[0].path})
+        inputs.append(files[0])
 
     loader = ctx.attr.loader
     executable = loader[DefaultInfo].files_to_run.executable
@@ -89,18 +110,27 @@ def _node_image_impl(ctx):
     inputs.append(config)
 
     spec = ctx.actions.declare_file(ctx.label.name + ".spec.json")
-    ctx.actions.write(spec, json.encode({"entries": [entries[dest] for dest in sorted(entries)]}))
+    listed = [entries[dest] for dest in sorted(entries) if not entries[dest].get("bundle")]
+    tars = [{"dest": "/", "tar": f.path} for f in ctx.files.tars]
+    ctx.actions.write(spec, json.encode({
+        "entries": listed + tars,
+        "manifest": {"dest": MANIFEST, "preseed_dir": "/" + preseed_dir, "bundles": bundles},
+    }))
     out = ctx.actions.declare_file(ctx.label.name + ".tar")
+    manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
     ctx.actions.run(
         executable = ctx.executable._tool,
-        arguments = ["--spec", spec.path, "--output", out.path],
-        inputs = inputs + [spec],
-        outputs = [out],
+        arguments = ["--spec", spec.path, "--output", out.path, "--manifest-output", manifest.path],
+        inputs = inputs + ctx.files.tars + [spec],
+        outputs = [out, manifest],
         mnemonic = "PreseedNodeImage",
         progress_message = "Writing node image %s" % ctx.label,
         use_default_shell_env = True,
     )
-    return [DefaultInfo(files = depset([out]), runfiles = ctx.runfiles(files = [out]))]
+    return [
+        DefaultInfo(files = depset([out]), runfiles = ctx.runfiles(files = [out])),
+        OutputGroupInfo(manifest = depset([manifest])),
+    ]
 
 node_image = rule(
     implementation = _node_image_impl,
@@ -109,17 +139,21 @@ node_image = rule(
 It holds each bundle at `<preseed_dir>/<namespace>/<bundle>.tar`, the loader at
 `/usr/bin/preseed-loader` (its Python code and libraries under `/usr/lib/preseed-loader`; the node
 needs `python3` 3.11), the systemd unit `preseed-loader.service` (after containerd, before kubelet,
-enabled), and containerd's config at `/etc/containerd/config.toml`. Entries are sorted, owned by
-root and dated 1970, so the same inputs give the same bytes.""",
+enabled), containerd's config at `/etc/containerd/config.toml`, the manifest of every bundle at
+`/etc/preseed/manifest.json` (see docs/rules.md), and any other `files` and `tars`. Entries are
+sorted, dated 1970 and owned by root unless a tarball says otherwise, so the same inputs give the
+same bytes. The output group `manifest` holds a copy of the manifest.""",
     attrs = {
-        "bundles": attr.label_list(providers = [PreseedBundleInfo], doc = "The `preseed_bundle` targets to preseed."),
+        "bundles": attr.label_list(providers = [PreseedBundleInfo], doc = "The `preseed_bundle` targets to preseed, for any namespaces. Two bundles with the same namespace and file name are an error."),
+        "files": attr.label_keyed_string_dict(allow_files = True, doc = "Other files of the rootfs: each target's single file (or directory, added recursively) and its absolute path. Executables get mode 0755, other files 0644."),
+        "tars": attr.label_list(allow_files = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"], doc = "Tarballs (for example `oci_layer` targets) whose entries are merged into the rootfs, keeping their modes and owners. An entry that clashes with another one is an error."),
         "containerd_config": attr.label(
             allow_single_file = [".toml"],
             default = "//rules/private:containerd_config.toml",
             doc = "containerd's config.toml for the node; its CRI `sandbox_image` should name a preseeded image.",
         ),
         "containerd_address": attr.string(default = "/run/containerd/containerd.sock", doc = "containerd's socket, as the loader's unit uses it."),
-        "preseed_dir": attr.string(default = "/containerd/preseed", doc = "Where the bundles go in the rootfs, and where the loader reads them."),
+        "preseed_dir": attr.string(default = "/containerd/preseed", doc = "The preseed root: where the bundles go in the rootfs (`<preseed_dir>/<namespace>/<file>`), and where the loader reads them."),
         "loader": attr.label(default = "//loader", providers = [PyInfo], doc = "The loader program (a py_binary)."),
         "_tool": attr.label(default = "//rules/private/tools:rootfs", executable = True, cfg = "exec"),
     },

@@ -1,8 +1,15 @@
-"""Packs an OCI image layout into a preseed bundle (an OCI archive tar).
+"""Packs an image into a preseed bundle (an OCI archive tar).
 
 The archive's index.json names the image once per reference, the way
 `ctr images export` does. Usage:
-bundle.py --layout DIR --name REF [--name REF ...] --output BUNDLE.tar
+bundle.py --image SRC [--name REF ...] --output BUNDLE [--compression KIND]
+          [--metadata META.json]
+
+SRC is an OCI layout directory or an OCI or docker archive (see
+imagesrc.py). With --name, SRC must hold one image and the bundle names it
+so; without, the bundle keeps the names SRC carries (a docker archive's
+RepoTags, an OCI archive's io.containerd.image.name annotations). The
+metadata file records the bundle's names as {"names": [...]}.
 """
 
 from __future__ import annotations
@@ -11,18 +18,18 @@ import argparse
 import hashlib
 import os
 import re
+import tempfile
 from typing import Sequence
 
-from rules.private.tools import common, reference, tarwriter
+from rules.private.tools import (common, compression, imagesrc, reference,
+                                 tarwriter)
 
-ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
-ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
-MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-INDEX_TYPES = (MEDIA_INDEX,
-               "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
-LAYOUT_FILE = {"imageLayoutVersion": "1.0.0"}
+ANNOTATION_IMAGE_NAME = imagesrc.ANNOTATION_IMAGE_NAME
+ANNOTATION_REF_NAME = imagesrc.ANNOTATION_REF_NAME
+MEDIA_INDEX = imagesrc.MEDIA_INDEX
+INDEX_TYPES = imagesrc.INDEX_TYPES
+MANIFEST_TYPES = imagesrc.MANIFEST_TYPES
+LAYOUT_FILE = imagesrc.LAYOUT_FILE
 
 _DIGEST_RE = re.compile(r"sha256:([a-f0-9]{64})")
 
@@ -62,6 +69,8 @@ def verify_blob(layout: str, desc: dict) -> tuple[str, str]:
 def collect_blobs(layout: str, desc: dict, blobs: dict[str, str]) -> None:
     """Verifies desc's blob and everything it references, into blobs."""
     name, path = verify_blob(layout, desc)
+    if name in blobs:
+        return
     blobs[name] = path
     media_type = desc.get("mediaType")
     if media_type not in INDEX_TYPES + MANIFEST_TYPES:
@@ -79,22 +88,27 @@ def collect_blobs(layout: str, desc: dict, blobs: dict[str, str]) -> None:
         collect_blobs(layout, child, blobs)
 
 
+def _strip_names(desc: dict) -> dict:
+    annotations = {k: v for k, v in (desc.get("annotations") or {}).items()
+                   if k not in (ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME)}
+    out = {k: v for k, v in desc.items() if k != "annotations"}
+    if annotations:
+        out["annotations"] = annotations
+    return out
+
+
 def read_layout(layout: str) -> tuple[dict, dict[str, str]]:
-    """Returns the layout's single manifest descriptor and all its blobs."""
-    marker = common.load_json(os.path.join(layout, "oci-layout"))
-    if not isinstance(marker, dict) or "imageLayoutVersion" not in marker:
-        raise ValueError(f"layout {layout}: oci-layout has no "
-                         "imageLayoutVersion")
-    index_path = os.path.join(layout, "index.json")
-    index = common.load_json(index_path)
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list) or len(manifests) != 1:
-        count = len(manifests) if isinstance(manifests, list) else 0
-        raise ValueError(f"file {index_path}: expected exactly one manifest, "
-                         f"found {count}")
+    """Returns the layout's single image descriptor and all its blobs."""
+    source = imagesrc.read_layout(layout)
+    targets = {_strip_names(d)["digest"]: _strip_names(d)
+               for d in source.index["manifests"]}
+    if len(targets) != 1:
+        raise ValueError(f"file {os.path.join(layout, 'index.json')}: "
+                         f"expected exactly one image, found {len(targets)}")
+    desc = next(iter(targets.values()))
     blobs: dict[str, str] = {}
-    collect_blobs(layout, manifests[0], blobs)
-    return manifests[0], blobs
+    collect_blobs(layout, desc, blobs)
+    return desc, blobs
 
 
 def archive_index(desc: dict, names: Sequence[str]) -> dict:
@@ -111,26 +125,63 @@ def archive_index(desc: dict, names: Sequence[str]) -> dict:
             "manifests": manifests}
 
 
-def build_bundle(layout: str, names: Sequence[str], output: str) -> None:
-    desc, blobs = read_layout(layout)
-    index = archive_index(desc, names)
-    writer = tarwriter.TarWriter(output, "none")
-    writer.add_file("oci-layout", common.canonical_json(LAYOUT_FILE))
-    writer.add_file("index.json", common.canonical_json(index))
-    for name, path in blobs.items():
-        writer.add_file(name, path)
-    writer.close()
+def kept_index(source: imagesrc.Layout) -> dict:
+    """The archive's index.json keeping the source's named descriptors."""
+    if not source.names:
+        raise ValueError(f"layout {source.path}: the image carries no names; "
+                         "give it names (repo_tags)")
+    manifests = []
+    for desc in source.index["manifests"]:
+        for name in imagesrc.descriptor_names(desc):
+            manifests.append(archive_index(_strip_names(desc),
+                                           [name])["manifests"][0])
+    manifests.sort(key=lambda d: d["annotations"][ANNOTATION_IMAGE_NAME])
+    return {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
+            "manifests": manifests}
+
+
+def build_bundle(image: str, names: Sequence[str], output: str,
+                 kind: str = "none", metadata: str | None = None) -> list[str]:
+    """Writes the bundle; returns the names it carries."""
+    compression.check_kind(kind)
+    with tempfile.TemporaryDirectory(prefix="bundle-") as work:
+        source = imagesrc.open_source(image, work)
+        blobs: dict[str, str] = {}
+        if names:
+            desc, blobs = read_layout(source.path)
+            index = archive_index(desc, names)
+        else:
+            index = kept_index(source)
+            for desc in index["manifests"]:
+                collect_blobs(source.path, desc, blobs)
+        writer = tarwriter.TarWriter(output, kind)
+        writer.add_file("oci-layout", common.canonical_json(LAYOUT_FILE))
+        writer.add_file("index.json", common.canonical_json(index))
+        for name, path in blobs.items():
+            writer.add_file(name, path)
+        writer.close()
+    carried = sorted({d["annotations"][ANNOTATION_IMAGE_NAME]
+                      for d in index["manifests"]})
+    if metadata:
+        with open(metadata, "wb") as f:
+            f.write(common.canonical_json({"names": carried}))
+    return carried
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="bundle", description="Pack an OCI layout into an OCI archive.")
-    parser.add_argument("--layout", required=True, help="OCI layout directory")
-    parser.add_argument("--name", action="append", required=True,
+        prog="bundle", description="Pack an image into an OCI archive.")
+    parser.add_argument("--image", "--layout", dest="image", required=True,
+                        help="OCI layout directory, OCI or docker archive")
+    parser.add_argument("--name", action="append", default=[],
                         help="image reference; may be repeated")
     parser.add_argument("--output", required=True, help="archive to write")
+    parser.add_argument("--compression", choices=compression.KINDS,
+                        default="none")
+    parser.add_argument("--metadata", help="write the bundle's names here")
     args = parser.parse_args(argv)
-    build_bundle(args.layout, args.name, args.output)
+    build_bundle(args.image, args.name, args.output, args.compression,
+                 args.metadata)
 
 
 if __name__ == "__main__":

@@ -1,74 +1,88 @@
 """Writes a reproducible node rootfs tarball from a JSON spec.
 
-Usage: rootfs.py --spec SPEC.json --output NODE.tar [--compression none|gzip]
+Usage: rootfs.py --spec SPEC.json --output NODE.tar [--compression KIND]
+                 [--manifest-output MANIFEST.json]
 
-Each spec entry has a "dest" and exactly one of "src" (a file, or a
-directory added recursively), "symlink" (the link target) or
-"directory": true. "mode" (an octal string) applies to files and
-directories; a file's default is 0755 if its src is executable, else 0644.
+The spec has "entries" (see entries.py) and, optionally, "manifest":
+{"dest": path of the manifest in the rootfs, "preseed_dir": "/containerd/preseed",
+ "bundles": [{"namespace", "path", "src", "metadata"}]}. Each bundle's
+file is placed at <preseed_dir>/<namespace>/<path>, and the manifest lists
+every bundle with its sha256, size and the image names from its metadata
+file (a JSON object with "names", written by the bundle tool).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
 from typing import Any, Sequence
 
-from rules.private.tools import common, tarwriter
+from rules.private.tools import common, compression, entries, tarwriter
 
-_KINDS = ("src", "symlink", "directory")
-
-
-def add_entry(writer: tarwriter.TarWriter, entry: Any, where: str) -> None:
-    """Adds one spec entry to writer."""
-    common.check_keys(entry, where, ("dest",), _KINDS + ("mode",))
-    kinds = [k for k in _KINDS if k in entry]
-    if len(kinds) != 1:
-        raise ValueError(f"{where}: needs exactly one of 'src', 'symlink', "
-                         "'directory'")
-    dest = entry["dest"]
-    if not isinstance(dest, str):
-        raise ValueError(f"{where}: 'dest' must be a string")
-    dest = tarwriter.clean_name(dest)
-    mode = common.parse_mode(entry["mode"], where) if "mode" in entry else None
-    if "symlink" in entry:
-        if mode is not None:
-            raise ValueError(f"{where}: 'mode' is not allowed for a symlink")
-        if not isinstance(entry["symlink"], str):
-            raise ValueError(f"{where}: 'symlink' must be a string")
-        writer.add_symlink(dest, entry["symlink"])
-    elif "directory" in entry:
-        if entry["directory"] is not True:
-            raise ValueError(f"{where}: 'directory' must be true")
-        writer.add_directory(dest, 0o755 if mode is None else mode)
-    else:
-        src = entry["src"]
-        if not isinstance(src, str):
-            raise ValueError(f"{where}: 'src' must be a string")
-        if os.path.isdir(src):
-            if mode is not None:
-                raise ValueError(f"{where}: 'mode' is not allowed when src "
-                                 f"{src} is a directory")
-            writer.add_tree(dest, src)
-            return
-        if mode is None:
-            mode = 0o755 if os.stat(src).st_mode & 0o111 else 0o644
-        writer.add_file(dest, src, mode)
+MANIFEST_VERSION = 1
 
 
-def build_rootfs(spec: Any, output: str, compression: str = "none") -> None:
-    common.check_keys(spec, "spec", ("entries",))
-    entries = spec["entries"]
-    if not isinstance(entries, list):
-        raise ValueError("spec: 'entries' must be a list")
-    writer = tarwriter.TarWriter(output, compression)
-    for i, entry in enumerate(entries):
-        try:
-            add_entry(writer, entry, f"spec: entries[{i}]")
-        except ValueError as e:
-            if str(e).startswith("spec:"):
-                raise
-            raise ValueError(f"spec: entries[{i}]: {e}") from None
+def _sha256(path: str) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(tarwriter.CHUNK_SIZE):
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def build_manifest(spec: Any) -> tuple[dict, list[dict]]:
+    """Returns the manifest object and the rootfs entries of its bundles."""
+    common.check_keys(spec, "spec: manifest", ("dest", "preseed_dir",
+                                               "bundles"))
+    preseed_dir = spec["preseed_dir"]
+    if not isinstance(preseed_dir, str) or not preseed_dir.startswith("/"):
+        raise ValueError("spec: manifest: 'preseed_dir' must be an absolute "
+                         "path")
+    bundles, files, seen = [], [], set()
+    for i, b in enumerate(spec["bundles"]):
+        where = f"spec: manifest: bundles[{i}]"
+        common.check_keys(b, where, ("namespace", "path", "src", "metadata"))
+        path = f"{b['namespace']}/{b['path']}"
+        if tarwriter.clean_name(path) != path or path.count("/") != 1:
+            raise ValueError(f"{where}: invalid bundle path {path!r}")
+        if path in seen:
+            raise ValueError(f"{where}: two bundles have the path {path!r}")
+        seen.add(path)
+        metadata = common.load_json(b["metadata"])
+        names = metadata.get("names") if isinstance(metadata, dict) else None
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) for n in names):
+            raise ValueError(f"file {b['metadata']}: 'names' must be a list "
+                             "of strings")
+        digest, size = _sha256(b["src"])
+        bundles.append({"namespace": b["namespace"], "path": path,
+                        "sha256": digest, "size": size,
+                        "names": sorted(names)})
+        files.append({"dest": f"{preseed_dir}/{path}", "src": b["src"],
+                      "mode": "0644"})
+    bundles.sort(key=lambda b: b["path"])
+    manifest = {"version": MANIFEST_VERSION,
+                "preseed_dir": preseed_dir.rstrip("/") or "/",
+                "bundles": bundles}
+    return manifest, files
+
+
+def build_rootfs(spec: Any, output: str, kind: str = "none",
+                 manifest_output: str | None = None) -> None:
+    common.check_keys(spec, "spec", ("entries",), ("manifest",))
+    writer = tarwriter.TarWriter(output, compression.check_kind(kind))
+    entries.add_entries(writer, spec["entries"], "spec: entries")
+    if "manifest" in spec:
+        manifest, files = build_manifest(spec["manifest"])
+        entries.add_entries(writer, files, "spec: manifest: bundles")
+        data = common.canonical_json(manifest) + b"\n"
+        writer.add_file(spec["manifest"]["dest"], data, 0o644)
+        if manifest_output:
+            with open(manifest_output, "wb") as f:
+                f.write(data)
+    elif manifest_output:
+        raise ValueError("--manifest-output needs a manifest in the spec")
     writer.close()
 
 
@@ -77,10 +91,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="rootfs", description="Write a reproducible rootfs tarball.")
     parser.add_argument("--spec", required=True, help="rootfs spec JSON file")
     parser.add_argument("--output", required=True, help="tarball to write")
-    parser.add_argument("--compression", choices=("none", "gzip"),
+    parser.add_argument("--compression", choices=compression.KINDS,
                         default="none")
+    parser.add_argument("--manifest-output",
+                        help="also write the manifest here")
     args = parser.parse_args(argv)
-    build_rootfs(common.load_json(args.spec), args.output, args.compression)
+    build_rootfs(common.load_json(args.spec), args.output, args.compression,
+                 args.manifest_output)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Reproducible tar writer.
 
-Every entry gets mtime 0, uid/gid 0 and empty uname/gname. Headers use
+Every entry gets mtime 0, empty uname/gname and the numeric owner it was
+added with (root by default). Headers use
 tarfile.GNU_FORMAT: it has no time fields besides the (zeroed) mtime, and
 long names or link targets are written as GNU LongLink records, so the
 output depends only on the entries. Entries are written sorted by name,
@@ -12,20 +13,22 @@ are only read, in 1 MiB chunks, when the archive is closed.
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import gzip  # noqa: F401  (kept for callers' type hints)
 import io
 import os
 import posixpath
 import stat
 import tarfile
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Iterator, Literal
+
+from rules.private.tools import compression as _compression
 
 CHUNK_SIZE = 1 << 20
 BLOCK_SIZE = tarfile.BLOCKSIZE
 RECORD_SIZE = tarfile.RECORDSIZE
-GZIP_LEVEL = 6
+GZIP_LEVEL = _compression.GZIP_LEVEL
 
-Compression = Literal["none", "gzip"]
+Compression = Literal["none", "gzip", "zstd"]
 Source = bytes | bytearray | memoryview | str | os.PathLike
 
 
@@ -43,18 +46,19 @@ def clean_name(name: str) -> str:
 
 def open_gzip(raw: BinaryIO) -> gzip.GzipFile:
     """Returns a gzip writer over raw with a fixed header (no name, mtime 0)."""
-    return gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL,
-                         fileobj=raw, mtime=0)
+    return _compression.open_gzip(raw)
 
 
 @dataclasses.dataclass
 class _Entry:
-    kind: Literal["file", "dir", "symlink"]
+    kind: Literal["file", "dir", "symlink", "hardlink"]
     mode: int
     data: bytes | None = None
     src: str | None = None
     target: str = ""
     implicit: bool = False
+    uid: int = 0
+    gid: int = 0
 
 
 def _open_source(entry: _Entry) -> BinaryIO:
@@ -87,6 +91,29 @@ def _stays_inside(rel: str, target: str, path: str, root: str) -> bool:
     return resolved == root or resolved.startswith(root + os.sep)
 
 
+def _owner(name: str, uid: int, gid: int) -> tuple[int, int]:
+    for value in (uid, gid):
+        if not isinstance(value, int) or not 0 <= value < 1 << 21:
+            raise ValueError(f"path {name!r}: invalid owner id {value!r}")
+    return uid, gid
+
+
+def iter_tar(path: str) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """Yields each member of a (possibly compressed) tarball, with file data."""
+    with _compression.open_reader(path) as raw:
+        try:
+            with tarfile.open(fileobj=raw, mode="r|") as tar:
+                for member in tar:
+                    data = None
+                    if member.isfile():
+                        f = tar.extractfile(member)
+                        assert f is not None
+                        data = f.read()
+                    yield member, data
+        except tarfile.TarError as e:
+            raise ValueError(f"file {path}: not a valid tarball: {e}") from None
+
+
 def _check_regular_file(path: str) -> None:
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
@@ -98,7 +125,7 @@ class TarWriter:
 
     def __init__(self, output: str | os.PathLike | BinaryIO,
                  compression: Compression = "none") -> None:
-        if compression not in ("none", "gzip"):
+        if compression not in _compression.KINDS:
             raise ValueError(f"unknown compression {compression!r}")
         self._entries: dict[str, _Entry] = {}
         self._output = output
@@ -114,7 +141,8 @@ class TarWriter:
         else:
             self._closed = True
 
-    def add_file(self, name: str, data: Source, mode: int = 0o644) -> None:
+    def add_file(self, name: str, data: Source, mode: int = 0o644,
+                 uid: int = 0, gid: int = 0) -> None:
         """Adds a regular file from bytes or from a path on disk."""
         if isinstance(data, (bytes, bytearray, memoryview)):
             entry = _Entry("file", mode & 0o7777, data=bytes(data))
@@ -122,15 +150,58 @@ class TarWriter:
             src = os.fspath(data)
             _check_regular_file(src)
             entry = _Entry("file", mode & 0o7777, src=src)
+        entry.uid, entry.gid = _owner(name, uid, gid)
         self._add(clean_name(name), entry)
 
-    def add_directory(self, name: str, mode: int = 0o755) -> None:
-        self._add(clean_name(name), _Entry("dir", mode & 0o7777))
+    def add_directory(self, name: str, mode: int = 0o755, uid: int = 0,
+                      gid: int = 0) -> None:
+        uid, gid = _owner(name, uid, gid)
+        self._add(clean_name(name), _Entry("dir", mode & 0o7777, uid=uid,
+                                           gid=gid))
 
-    def add_symlink(self, name: str, target: str) -> None:
+    def add_symlink(self, name: str, target: str, uid: int = 0,
+                    gid: int = 0) -> None:
         if not target or "\0" in target:
             raise ValueError(f"path {name!r}: invalid symlink target {target!r}")
-        self._add(clean_name(name), _Entry("symlink", 0o777, target=target))
+        uid, gid = _owner(name, uid, gid)
+        self._add(clean_name(name), _Entry("symlink", 0o777, target=target,
+                                           uid=uid, gid=gid))
+
+    def add_hardlink(self, name: str, target: str, uid: int = 0,
+                     gid: int = 0) -> None:
+        """Adds a hard link to target, an entry of this archive."""
+        target = clean_name(target)
+        uid, gid = _owner(name, uid, gid)
+        self._add(clean_name(name), _Entry("hardlink", 0o644, target=target,
+                                           uid=uid, gid=gid))
+
+    def add_tar(self, src: str | os.PathLike) -> None:
+        """Adds every member of the tarball src (gzip or zstd too).
+
+        Files, directories, symlinks and hard links keep their names, modes
+        and numeric owners; times and owner names are dropped.
+        """
+        path = os.fspath(src)
+        for member, data in iter_tar(path):
+            where = f"file {path}: member {member.name!r}"
+            try:
+                if member.isdir():
+                    self.add_directory(member.name, member.mode, member.uid,
+                                       member.gid)
+                elif member.issym():
+                    self.add_symlink(member.name, member.linkname, member.uid,
+                                     member.gid)
+                elif member.islnk():
+                    self.add_hardlink(member.name, member.linkname,
+                                      member.uid, member.gid)
+                elif member.isfile():
+                    assert data is not None
+                    self.add_file(member.name, data, member.mode, member.uid,
+                                  member.gid)
+                else:
+                    raise ValueError("unsupported member type")
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
 
     def add_tree(self, name: str, src_dir: str | os.PathLike) -> None:
         """Adds the directory src_dir and everything below it under name.
@@ -198,8 +269,11 @@ class TarWriter:
         if old.kind == "dir":
             if old.implicit:
                 old.mode, old.implicit = new.mode, False
-            return old.mode == new.mode
-        if old.kind == "symlink":
+                old.uid, old.gid = new.uid, new.gid
+            return (old.mode, old.uid, old.gid) == (new.mode, new.uid, new.gid)
+        if (old.uid, old.gid) != (new.uid, new.gid):
+            return False
+        if old.kind in ("symlink", "hardlink"):
             return old.target == new.target
         return old.mode == new.mode and _same_content(old, new)
 
@@ -215,13 +289,17 @@ class TarWriter:
             self._write_compressed(self._output)
 
     def _write_compressed(self, raw: BinaryIO) -> None:
-        if self._compression == "gzip":
-            with open_gzip(raw) as gz:
-                self._write(gz)
-        else:
-            self._write(raw)
+        with _compression.open_writer(raw, self._compression) as out:
+            self._write(out)
 
     def _write(self, out: BinaryIO) -> None:
+        for name, entry in self._entries.items():
+            if entry.kind == "hardlink":
+                target = self._entries.get(entry.target)
+                if target is None or target.kind != "file":
+                    raise ValueError(f"path {name!r}: hard link target "
+                                     f"{entry.target!r} is not a file of "
+                                     "the archive")
         offset = 0
         for name in sorted(self._entries):
             offset += self._write_entry(out, name, self._entries[name])
@@ -230,15 +308,22 @@ class TarWriter:
         out.write(b"\0" * end)
 
     def _write_entry(self, out: BinaryIO, name: str, entry: _Entry) -> int:
+        if entry.kind == "hardlink" and entry.target > name:
+            # Readers need a link's target first: write a copy instead.
+            target = self._entries[entry.target]
+            entry = dataclasses.replace(target, uid=entry.uid, gid=entry.gid)
         info = tarfile.TarInfo(name)
         info.mode = entry.mode
         info.mtime = 0
-        info.uid = info.gid = 0
+        info.uid, info.gid = entry.uid, entry.gid
         info.uname = info.gname = ""
         if entry.kind == "dir":
             info.type = tarfile.DIRTYPE
         elif entry.kind == "symlink":
             info.type = tarfile.SYMTYPE
+            info.linkname = entry.target
+        elif entry.kind == "hardlink":
+            info.type = tarfile.LNKTYPE
             info.linkname = entry.target
         if entry.kind != "file":
             header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")

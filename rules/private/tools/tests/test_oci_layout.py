@@ -152,11 +152,12 @@ def test_directory_src_added_recursively(tmp_path, hello):
 
 
 def test_empty_image_has_one_empty_layer(tmp_path):
-    spec = {"os": "linux", "architecture": "arm64", "variant": "v8"}
+    spec = {"os": "linux", "architecture": "arm64", "variant": "v8",
+            "cmd": ["/x"]}
     oci_layout.build_layout(spec, str(tmp_path / "out"))
     index, manifest, config, layer = load_image(tmp_path / "out")
     assert gzip.decompress(layer) == b"\0" * tarfile.RECORDSIZE
-    assert config["config"] == {}
+    assert config["config"] == {"Cmd": ["/x"]}
     assert config["variant"] == "v8"
     assert index["manifests"][0]["platform"] == {
         "architecture": "arm64", "os": "linux", "variant": "v8"}

@@ -173,7 +173,7 @@ def test_cli_runs_as_script(tmp_path, bundle_file):
          "src": str(bundle_file)}]}))
     out = tmp_path / "node.tar"
     script = REPO_ROOT / "rules" / "private" / "tools" / "rootfs.py"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT)] + sys.path))
     subprocess.run([sys.executable, str(script), "--spec", str(spec),
                     "--output", str(out), "--compression", "none"],
                    check=True, cwd=tmp_path, env=env)

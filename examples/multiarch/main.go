@@ -1,0 +1,11 @@
+// Command arch prints the architecture it was built for.
+package main
+
+import (
+	"fmt"
+	"runtime"
+)
+
+func main() {
+	fmt.Printf("arch=%s\n", runtime.GOARCH)
+}
