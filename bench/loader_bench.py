@@ -304,6 +304,7 @@ def generate(workdir: Path, scale: float, seed: int, hello: bytes, pause: bytes)
 class Measured:
     seconds: float
     rss_mib: float
+    cpu: float = 0.0  # CPU seconds of the command, user and system
 
 
 # A small launcher forks the measured command, so that its peak RSS is not inflated by this
@@ -315,7 +316,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-os.write(int(sys.argv[1]), f"{time.monotonic() - t0} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+cpu = usage.ru_utime + usage.ru_stime
+os.write(int(sys.argv[1]), f"{time.monotonic() - t0} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {cpu}".encode())
 """
 
 
@@ -332,10 +334,16 @@ def _timed(argv: list[str], env: dict[str, str] | None = None) -> Measured:
     os.close(write_end)
     _, err = child.communicate()
     with os.fdopen(read_end, "rb") as f:
-        seconds_text, rss_kib, code = f.read().decode().split()
+        seconds_text, rss_kib, code, cpu = f.read().decode().split()
     if int(code) != 0 or child.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({code}):\n{err.decode()[-3000:]}")
-    return Measured(float(seconds_text), int(rss_kib) / 1024)
+    return Measured(float(seconds_text), int(rss_kib) / 1024, float(cpu))
+
+
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user and system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _base_config() -> dict[str, object]:
@@ -358,6 +366,7 @@ class Run:
     cold: Measured
     ready: float  # from the start of the cold run until CRI started a container of every image
     warm: Measured
+    containerd_cpu: float  # CPU seconds containerd used during the cold run
 
 
 def _start_everything(address: str, gen: Generated, log_dir: Path) -> float:
@@ -406,33 +415,38 @@ def run_loader(gen: Generated, jobs: int | None, scratch: Path) -> Run:
     with Containerd(base_config=_base_config()) as ctrd:
         report = scratch / "report.json"
         cmd = _loader_cmd(ctrd.address, gen.preseed, jobs, report)
+        cpu0 = _cpu_of(ctrd.pid)
         t0 = time.monotonic()
         cold = _timed(cmd, _loader_env())
+        cpu = _cpu_of(ctrd.pid) - cpu0
         ready = time.monotonic() - t0 + _start_everything(ctrd.address, gen, scratch / "logs-loader")
         _expect_report(report, "loaded", len(gen.bundles))
         _check_loaded(ctrd, gen)
         warm = _timed(cmd, _loader_env())
         _expect_report(report, "unchanged", len(gen.bundles))
-    return Run(cold, ready, warm)
+    return Run(cold, ready, warm, cpu)
 
 
 def _ctr_import(address: str, gen: Generated) -> Measured:
     t0 = time.monotonic()
-    rss = 0.0
+    rss = cpu = 0.0
     for bundle in gen.bundles:
         m = _timed(["ctr", "-a", address, "-n", bundle.namespace, "images", "import", str(bundle.path)])
         rss = max(rss, m.rss_mib)
-    return Measured(time.monotonic() - t0, rss)
+        cpu += m.cpu
+    return Measured(time.monotonic() - t0, rss, cpu)
 
 
 def run_ctr(gen: Generated, scratch: Path) -> Run:
     with Containerd(base_config=_base_config()) as ctrd:
+        cpu0 = _cpu_of(ctrd.pid)
         t0 = time.monotonic()
         cold = _ctr_import(ctrd.address, gen)
+        cpu = _cpu_of(ctrd.pid) - cpu0
         ready = time.monotonic() - t0 + _start_everything(ctrd.address, gen, scratch / "logs-ctr")
         _check_loaded(ctrd, gen)
         warm = _ctr_import(ctrd.address, gen)
-    return Run(cold, ready, warm)
+    return Run(cold, ready, warm, cpu)
 
 
 # Reporting
@@ -501,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                     run = run_ctr(gen, scratch)
                     ctr_runs.append(run)
                 print(
-                    f"  run {i + 1} {tool:<6} cold {run.cold.seconds:6.2f} s  ready {run.ready:6.2f} s"
+                    f"  run {i + 1} {tool:<6} cold {run.cold.seconds:6.2f} s"
+                    f" (CPU {run.cold.cpu:5.1f} s + containerd {run.containerd_cpu:5.1f} s)  ready {run.ready:6.2f} s"
                     f"  second {run.warm.seconds:6.2f} s  peak RSS {max(run.cold.rss_mib, run.warm.rss_mib):5.0f} MiB"
                     f"  (load {_loadavg()})",
                     flush=True,
@@ -520,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
         mine, theirs = _series(loader_runs, get), _series(ctr_runs, get)
         ratios.append(mine.median / theirs.median)
         print(f"{label:<30}{mine.cell():>22}{theirs.cell():>22}{ratios[-1]:>12.3f}")
+    for label, get in [
+        ("cold: CPU s, tool", lambda r: r.cold.cpu),
+        ("cold: CPU s, containerd", lambda r: r.containerd_cpu),
+    ]:
+        mine, theirs = _series(loader_runs, get), _series(ctr_runs, get)
+        print(f"{label:<30}{mine.cell(1):>22}{theirs.cell(1):>22}{mine.median / theirs.median:>12.3f}")
     rss_loader = _series(loader_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
     rss_ctr = _series(ctr_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
     print(f"{'peak RSS, MiB':<30}{rss_loader.cell(0):>22}{rss_ctr.cell(0):>22}")
