@@ -22,6 +22,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Literal
 
 from rules.private.tools import compression as _compression
@@ -135,6 +136,7 @@ class TarWriter:
         self._output = output
         self._compression = compression
         self._closed = False
+        self._hashing: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> TarWriter:
         return self
@@ -295,6 +297,13 @@ class TarWriter:
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close()
+        finally:
+            if self._hashing is not None:
+                self._hashing.shutdown()
+
+    def _close(self) -> None:
         if isinstance(self._output, (str, os.PathLike)):
             try:
                 with open(self._output, "wb") as raw:
@@ -360,6 +369,9 @@ class TarWriter:
             header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
             out.write(header)
             sha = hashlib.sha256() if entry.sha256 is not None else None
+            # Hashing (which releases the GIL) runs in a second thread while
+            # the same chunk is written.
+            hashed: Future[None] | None = None
             remaining = info.size
             while remaining:
                 chunk = src.read(min(CHUNK_SIZE, remaining))
@@ -367,9 +379,15 @@ class TarWriter:
                     raise ValueError(
                         f"file {entry.src}: shrank while being archived")
                 if sha is not None:
-                    sha.update(chunk)
+                    if hashed is not None:
+                        hashed.result()
+                    if self._hashing is None:
+                        self._hashing = ThreadPoolExecutor(1)
+                    hashed = self._hashing.submit(sha.update, chunk)
                 out.write(chunk)
                 remaining -= len(chunk)
+            if hashed is not None:
+                hashed.result()
             if sha is not None and "sha256:" + sha.hexdigest() != entry.sha256:
                 raise ValueError(
                     f"file {entry.src or name}: content has digest "
