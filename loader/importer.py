@@ -428,6 +428,11 @@ class Importer:
             except AlreadyExists:
                 if client.snapshot_stat(snapshotter, chain_id) is not None:
                     return False
+            except ContainerdError as e:
+                # After a crash of containerd, overlayfs may hand out the id of a folder it
+                # made but never recorded ("file exists"); the next id is free.
+                if "file exists" not in e.details:
+                    raise
         if mounts is None:
             raise ImportFailed(f"cannot prepare a snapshot for {chain_id}")
         try:
@@ -494,5 +499,9 @@ class Importer:
         try:
             client.image_update(record)
         except NotFound:
-            client.image_create(record)
+            try:
+                client.image_create(record)
+            except AlreadyExists:
+                # Another loader created it in between (two runs at once): update it.
+                client.image_update(record)
         stats.add(images_changed=1)

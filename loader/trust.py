@@ -125,7 +125,9 @@ class _Vetter:
         self.allow_insecure = allow_insecure
         self.out = Vetted()
 
-    def permissions(self, path: Path, st: os.stat_result, what: str, sticky_ok: bool = False) -> bool:
+    def permissions(
+        self, path: Path, st: os.stat_result, what: str, sticky_ok: bool = False
+    ) -> bool:
         """False (and the path refused) if st is insecure and that is not allowed."""
         why = insecure(st, sticky_ok)
         if why is None:
@@ -206,7 +208,8 @@ def vet(
             if vetter.bundle(bundle, folders_ok):
                 out.bundles.append(bundle)
         except OSError as e:
-            out.refused.append(Skipped(bundle.path, f"cannot check: {e.strerror or e}", refused=True))
+            reason = f"cannot check: {e.strerror or e}"
+            out.refused.append(Skipped(bundle.path, reason, refused=True))
     if manifest is not None:
         out.bundles = _check_manifest(preseed_dir, bundles, out, manifest)
     return out

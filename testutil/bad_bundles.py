@@ -31,6 +31,7 @@ TOO_LARGE_JSON = (4 << 20) + 1
 TOO_DEEP_JSON = 200
 DEPTH_BOMB_JSON = 200_000
 TOO_DEEP_INDEX = 12
+TOO_MANY_MEMBERS = 10_001
 # Whole-bundle compression bombs: this many bytes of zeros behind one tar header.
 BOMB_EXPANDED = 160 << 20
 
@@ -391,6 +392,11 @@ def _symlink_up(name: str) -> bytes:
     return tar_bytes(entries + [_special("blobs/up", tarfile.SYMTYPE, "../../etc/passwd")])
 
 
+def _too_many_members(name: str) -> bytes:
+    extra = [_file(f"junk/{i}", b"") for i in range(TOO_MANY_MEMBERS)]
+    return tar_bytes(Layout(name).entries() + extra)
+
+
 def _device_member(name: str) -> bytes:
     entries = Layout(name).entries()
     return tar_bytes(entries + [_special("blobs/sha256/dev", tarfile.CHRTYPE)])
@@ -476,10 +482,19 @@ def _docker(name: str, mutate: Callable[[dict[str, Any], list[Entry]], None]) ->
     return tar_bytes([_file("manifest.json", _dumps([entry]))] + members)
 
 
+def docker_archive(name: str) -> bytes:
+    """A valid docker archive of one image named image_name(name)."""
+    return _docker(name, lambda entry, members: None)
+
+
 def _docker_not_list(name: str) -> bytes:
-    data = _docker(name, lambda entry, members: None)
+    data = docker_archive(name)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        rest = [Entry(i, tar.extractfile(i).read()) for i in tar if i.name != "manifest.json"]  # type: ignore[union-attr]
+        rest = [
+            Entry(i, tar.extractfile(i).read())  # type: ignore[union-attr]
+            for i in tar
+            if i.name != "manifest.json"
+        ]
     return tar_bytes([_file("manifest.json", b'{"Config": "x.json"}')] + rest)
 
 
@@ -601,12 +616,19 @@ KINDS: tuple[BadKind, ...] = (
     BadKind("descriptor-negative-size", r"invalid size", _bad_descriptor("size", -5)),
     BadKind("absolute-names", r"absolute member name /", _absolute_names),
     BadKind("dotdot-name", r"member name blobs/\.\./\.\./index\.json has '\.\.'", _dotdot_name),
-    BadKind("symlink-member", r"symbolic link member index\.json points to /etc/passwd, outside", _symlink_member),
-    BadKind("symlink-up", r"symbolic link member blobs/up points to \.\./\.\./etc/passwd", _symlink_up),
+    BadKind(
+        "symlink-member",
+        r"symbolic link member index\.json points to /etc/passwd, outside",
+        _symlink_member,
+    ),
+    BadKind(
+        "symlink-up", r"symbolic link member blobs/up points to \.\./\.\./etc/passwd", _symlink_up
+    ),
     BadKind("hardlink-outside", r"links to /etc/shadow", _hardlink_outside),
     BadKind("hardlink-missing", r"links to missing member", _hardlink_missing),
     BadKind("device-member", r"device member blobs/sha256/dev", _device_member),
     BadKind("fifo-member", r"fifo member blobs/fifo", _fifo_member),
+    BadKind("too-many-members", r"more than \d+ archive members", _too_many_members),
     BadKind("duplicate-index", r"duplicate archive member index\.json", _duplicate_index),
     BadKind("duplicate-blob", r"duplicate archive member blobs/sha256/\w+", _duplicate_blob),
     BadKind("nested-index-too-deep", r"indexes nested more than \d+ deep", _nested_index_too_deep),
@@ -620,7 +642,9 @@ KINDS: tuple[BadKind, ...] = (
     ),
     BadKind("gzip-bomb", r"expands to more than \d+ bytes", _gzip_bomb, ".tar.gz"),
     BadKind("zstd-bomb", r"expands to more than \d+ bytes", _zstd_bomb, ".tar.zst"),
-    BadKind("invalid-namespace", r"not a valid containerd namespace name", _valid, ".tar", "-Bad_NS-"),
+    BadKind(
+        "invalid-namespace", r"not a valid containerd namespace name", _valid, ".tar", "-Bad_NS-"
+    ),
 )
 
 

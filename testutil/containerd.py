@@ -285,6 +285,18 @@ class Containerd:
             return False
         return True
 
+    def kill(self) -> None:
+        """SIGKILL the daemon (as a crash would), leaving its root and state as they are."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> Containerd:
+        """Start the daemon again on the same root and state (after kill() or a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("containerd is still running")
+        return self.start()
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

@@ -21,7 +21,8 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
-def loader_argv(address: str, preseed: Path, *extra: str) -> list[str]:
+def loader_argv(address: str, preseed: Path, *extra: str, timeout: float = 10) -> list[str]:
+    """The loader's command line, with JSON logs."""
     return [
         sys.executable,
         "-m",
@@ -31,7 +32,7 @@ def loader_argv(address: str, preseed: Path, *extra: str) -> list[str]:
         "--preseed-dir",
         str(preseed),
         "--timeout",
-        "10",
+        f"{timeout:g}",
         "--log-format=json",
         *extra,
     ]

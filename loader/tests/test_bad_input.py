@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 
 from loader import safety
+from loader.bundle import open_bundle
+from loader.errors import LoaderError
 from loader.tests.helpers import assert_unpacked
 from loader.tests.runner import Finished, loader_argv, run
 from testutil import bad_bundles
@@ -50,7 +53,6 @@ CTR_LEAVES_RECORD = {
     "hardlink-outside",
     "hardlink-missing",
     "no-platform",
-    "docker-config-corrupted",
     # ctr reports success.
     "index-too-large",
     "index-too-deep",
@@ -64,7 +66,7 @@ CTR_LEAVES_RECORD = {
     "duplicate-blob",
     "duplicate-index",  # the image named by the second index.json
     "nested-index-too-deep",
-    "invalid-namespace",
+    "docker-config-corrupted",
 }
 
 
@@ -171,6 +173,21 @@ def test_memory_stays_bounded(corpus: Corpus) -> None:
     assert 0 < corpus.result.max_rss_kib < MAX_RSS_KIB
 
 
+def test_memory_budget_of_small_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(safety, "MAX_IN_MEMORY", 1 << 20)
+    layout = bad_bundles.Layout("budget")
+    junk = [bad_bundles.Entry(tarfile.TarInfo(f"junk/{i}"), b"x" * (200 << 10)) for i in range(8)]
+    for entry in junk:
+        entry.info.size = len(entry.data)
+    path = tmp_path / "budget.tar"
+    path.write_bytes(bad_bundles.tar_bytes(layout.entries() + junk))
+    with pytest.raises(LoaderError, match=r"small members take more than 1048576 bytes"):
+        open_bundle(path)
+    path.write_bytes(bad_bundles.tar_bytes(layout.entries() + junk[:4]))
+    with open_bundle(path) as bundle:
+        assert bundle.names == [bad_bundles.image_name("budget")]
+
+
 def test_bombs_stop_at_the_expansion_limit(corpus: Corpus) -> None:
     for name in ("gzip-bomb", "zstd-bomb"):
         kind = bad_bundles.kind(name)
@@ -192,7 +209,9 @@ def test_ctr_import_leaves_broken_records_we_do_not(
     files = bad_bundles.write_all(tmp_path)
     state = fresh_containerd.state_reader()
     left: set[str] = set()
-    for kind in KINDS:
+    # ctr is told the namespace, so a bad namespace folder name means nothing to it; and it
+    # works for more than a minute on 10,001 members, too long for this test.
+    for kind in [k for k in KINDS if k.namespace == NS and k.name != "too-many-members"]:
         namespace = "ctr-" + kind.name
         subprocess.run(
             ["ctr", "-a", fresh_containerd.address, "-n", namespace, "images", "import"]
