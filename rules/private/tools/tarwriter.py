@@ -15,7 +15,7 @@ fails close() (a partial output file is removed).
 from __future__ import annotations
 
 import dataclasses
-import gzip  # noqa: F401  (kept for callers' type hints)
+import gzip
 import hashlib
 import io
 import os
