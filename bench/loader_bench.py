@@ -1,11 +1,19 @@
-"""Benchmark: the loader beside `ctr images import` on the same bundles, fresh containerd each time.
+"""Benchmark: the loader beside `ctr images import` on the same preseed folder.
 
-    bazel run //bench:loader_bench -- [--scale 1] [--workdir DIR]
+    bazel run //bench:loader_bench -- [--scale 1] [--repeat 3] [--workdir DIR] [--jobs N]
 
-Generates N bundles (default 4 images, each 4 gzip layers of realistic data, about 64 MiB
-compressed at scale 1), then measures on a fresh private containerd each time: a cold import
-by the loader and by `ctr images import` (which unpacks), a second run of each with nothing
-changed, and the loader's peak RSS. Prints a table and, last, the line
+Generates a preseed folder (cached in --workdir): 8 application images and a pause image in
+two namespaces (k8s.io and system), about 1 GiB of bundles at scale 1. The images share base
+layers (an OS layer in all of them, one of two runtime layers in each half), have gzip and
+uncompressed layers, and run a tiny static hello binary. Then, --repeat times, alternating
+which goes first, each on a fresh private containerd whose CRI uses the preseeded pause image:
+
+- the loader: a cold run, the time from its start until CRI has started a container from every
+  k8s.io image (all in one pod), then a second run with nothing changed; its peak RSS;
+- `ctr images import` of every bundle into its namespace, one after the other (it also
+  unpacks): the same three figures.
+
+Prints a table of medians with min-max and the ratios loader/ctr; the last line is
 `cold_vs_ctr=R warm_vs_ctr=R loader_rss_mib=N`.
 """
 
@@ -18,24 +26,54 @@ import io
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from e2e.node import Cri, stdout_lines  # noqa: E402
 from loader.platforms import host  # noqa: E402
 from testutil.containerd import Containerd  # noqa: E402
-from testutil.oci_archive import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST  # noqa: E402
-from testutil.oci_archive import write_layout  # noqa: E402
+from testutil.oci_archive import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP  # noqa: E402
+from testutil.oci_archive import OCI_MANIFEST  # noqa: E402
 
-NS = "k8s.io"
 MIB = 1 << 20
+CRI_NAMESPACE = "k8s.io"
+OTHER_NAMESPACE = "system"
+PAUSE = "bench.invalid/pause:1"
+FORMAT = 2  # bump when the generated folder changes shape
+
+# Uncompressed MiB at scale 1. Compressed, the text-like/binary mix shrinks to about 55%.
+BASE_OS_MIB = 96
+RUNTIME_MIB = 64
+APP_MIB = 64
+EXTRA_MIB = 16
+
+
+def _runfile(relative: str) -> Path:
+    """A data file of this binary, under Bazel (runfiles) or from a built workspace."""
+    candidates = []
+    for env in ("RUNFILES_DIR", "TEST_SRCDIR"):
+        if os.environ.get(env):
+            candidates.append(Path(os.environ[env]) / "preseed" / relative)
+    here = Path(__file__).parent.parent  # runfiles root of the workspace, unresolved
+    candidates += [here / relative, Path.cwd() / relative, Path.cwd() / "bazel-bin" / relative]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise SystemExit(f"loader_bench: {relative} not found; run it with `bazel run //bench:loader_bench`")
+
+
+# Generation
 
 
 def _corpus(rng: random.Random, size: int) -> bytes:
@@ -55,7 +93,7 @@ def _corpus(rng: random.Random, size: int) -> bytes:
     return out.getvalue().encode()[:size]
 
 
-def _layer(rng: random.Random, corpus: bytes, raw_size: int) -> bytes:
+def _layer_tar(rng: random.Random, corpus: bytes, raw_size: int, prefix: str) -> bytes:
     """An uncompressed layer tar: binaries (random bytes) and text files, about 1:1."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -68,7 +106,7 @@ def _layer(rng: random.Random, corpus: bytes, raw_size: int) -> bytes:
             else:
                 start = rng.randrange(0, len(corpus) - size)
                 data = corpus[start : start + size]
-            info = tarfile.TarInfo(f"usr/share/bench/{i:05d}.bin")
+            info = tarfile.TarInfo(f"{prefix}/{i:05d}.bin")
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -77,53 +115,94 @@ def _layer(rng: random.Random, corpus: bytes, raw_size: int) -> bytes:
     return buf.getvalue()
 
 
+def _file_tar(name: str, data: bytes, mode: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
+class Layer:
+    """One layer blob on disk."""
+
+    path: Path
+    desc: dict[str, object]
+    diff_id: str
+
+
+@dataclass
+class Bundle:
+    namespace: str
+    path: Path
+    name: str
+
+
+@dataclass
 class Generated:
-    paths: list[Path]
-    compressed: int
-    uncompressed: int
+    preseed: Path
+    bundles: list[Bundle]
+    bundle_bytes: int  # all bundle files together
+    unique_compressed: int  # distinct blobs together
+    uncompressed: int  # distinct layers, uncompressed
+    layers: int  # distinct layers
+    gzip_layers: int
+
+    def images(self, namespace: str) -> list[str]:
+        return [b.name for b in self.bundles if b.namespace == namespace]
 
 
-def generate(out: Path, images: int, layers: int, layer_raw: int, seed: int) -> Generated:
-    """Write the bundles (cached in out by their parameters)."""
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = out / f"bundles-{images}x{layers}x{layer_raw}-{seed}.json"
-    if stamp.exists():
-        meta = json.loads(stamp.read_text())
-        return Generated([Path(p) for p in meta["paths"]], meta["compressed"], meta["uncompressed"])
-    rng = random.Random(seed)
-    corpus = _corpus(rng, 8 * MIB)
-    paths, compressed, uncompressed = [], 0, 0
-    for n in range(images):
-        blobs: dict[str, bytes] = {}
-        descs, diff_ids = [], []
-        for _ in range(layers):
-            raw = _layer(rng, corpus, layer_raw)
-            gz = gzip.compress(raw, compresslevel=6, mtime=0)
-            diff_ids.append(_sha(raw))
-            blobs[_sha(gz)] = gz
-            descs.append({"mediaType": OCI_LAYER_GZIP, "digest": _sha(gz), "size": len(gz)})
-            compressed += len(gz)
-            uncompressed += len(raw)
-        config = json.dumps(
-            {"architecture": host().architecture, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-        ).encode()
-        blobs[_sha(config)] = config
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
-                "layers": descs,
-            }
-        ).encode()
-        blobs[_sha(manifest)] = manifest
-        name = f"bench.invalid/app{n}:1"
-        index = {
+class _Blobs:
+    """Distinct layer blobs, written once to a folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.layers: dict[str, Layer] = {}
+        self.uncompressed = 0
+
+    def add(self, raw: bytes, compress: bool) -> Layer:
+        data = gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
+        digest = _sha(data)
+        if digest not in self.layers:
+            path = self.folder / digest.split(":")[1]
+            path.write_bytes(data)
+            desc = {"mediaType": OCI_LAYER_GZIP if compress else OCI_LAYER, "digest": digest, "size": len(data)}
+            self.layers[digest] = Layer(path, desc, _sha(raw))
+            self.uncompressed += len(raw)
+        return self.layers[digest]
+
+
+def _write_bundle(path: Path, name: str, layers: list[Layer], entrypoint: list[str]) -> None:
+    """An OCI archive of one image; layer blobs are streamed from their files."""
+    arch = host().architecture
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint, "Env": ["PATH=/usr/bin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _sha(config), "size": len(config)},
+            "layers": [layer.desc for layer in layers],
+        },
+        sort_keys=True,
+    ).encode()
+    index = json.dumps(
+        {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [
@@ -132,24 +211,100 @@ def generate(out: Path, images: int, layers: int, layer_raw: int, seed: int) -> 
                     "digest": _sha(manifest),
                     "size": len(manifest),
                     "annotations": {"io.containerd.image.name": name},
-                    "platform": {"architecture": host().architecture, "os": "linux"},
+                    "platform": {"architecture": arch, "os": "linux"},
                 }
             ],
-        }
-        path = out / NS / f"app{n}.tar"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_layout(path, index, blobs)
-        paths.append(path)
-    stamp.write_text(
-        json.dumps({"paths": [str(p) for p in paths], "compressed": compressed, "uncompressed": uncompressed})
+        },
+        sort_keys=True,
+    ).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(member: str, size: int, source: io.BufferedIOBase) -> None:
+            info = tarfile.TarInfo(member)
+            info.size = size
+            info.mode = 0o644
+            tar.addfile(info, source)
+
+        layout = b'{"imageLayoutVersion":"1.0.0"}'
+        add("oci-layout", len(layout), io.BytesIO(layout))
+        add("index.json", len(index), io.BytesIO(index))
+        for blob in (config, manifest):
+            add(f"blobs/sha256/{_sha(blob)[7:]}", len(blob), io.BytesIO(blob))
+        seen = set()
+        for layer in layers:
+            digest = str(layer.desc["digest"])
+            if digest not in seen:
+                seen.add(digest)
+                with open(layer.path, "rb") as f:
+                    add(f"blobs/sha256/{digest[7:]}", int(str(layer.desc["size"])), f)  # type: ignore[arg-type]
+    os.replace(tmp, path)
+
+
+def generate(workdir: Path, scale: float, seed: int, hello: bytes, pause: bytes) -> Generated:
+    """Write the preseed folder under workdir, or reuse it when its parameters match."""
+    key = hashlib.sha256(f"{FORMAT}:{scale}:{seed}:".encode() + _sha(hello).encode() + _sha(pause).encode())
+    stamp = workdir / f"generated-{key.hexdigest()[:16]}.json"
+    if stamp.exists():
+        meta = json.loads(stamp.read_text())
+        meta["preseed"] = Path(meta["preseed"])
+        meta["bundles"] = [Bundle(b["namespace"], Path(b["path"]), b["name"]) for b in meta["bundles"]]
+        return Generated(**meta)
+    for old in [workdir / "preseed", workdir / "layers"]:
+        shutil.rmtree(old, ignore_errors=True)
+    preseed = workdir / "preseed"
+    blobs = _Blobs(workdir / "layers")
+    rng = random.Random(seed)
+    corpus = _corpus(rng, 8 * MIB)
+
+    def mib(n: int) -> int:
+        return max(64 << 10, int(n * MIB * scale))
+
+    base_os = blobs.add(_layer_tar(rng, corpus, mib(BASE_OS_MIB), "usr/lib/os"), compress=True)
+    runtimes = [
+        blobs.add(_layer_tar(rng, corpus, mib(RUNTIME_MIB), "usr/lib/runtime-a"), compress=True),
+        blobs.add(_layer_tar(rng, corpus, mib(RUNTIME_MIB * 5 // 8), "usr/lib/runtime-b"), compress=False),
+    ]
+    entry = blobs.add(_file_tar("hello", hello, 0o755), compress=True)
+    bundles: list[Bundle] = []
+    for n in range(8):
+        app = blobs.add(_layer_tar(rng, corpus, mib(APP_MIB), f"srv/app{n}"), compress=True)
+        # Even images end with a small gzip layer, odd ones with an uncompressed one.
+        extra = blobs.add(_layer_tar(rng, corpus, mib(EXTRA_MIB), f"etc/app{n}"), compress=n % 2 == 0)
+        layers = [base_os, runtimes[n * 2 // 8], app, extra, entry]
+        namespace = CRI_NAMESPACE if n < 6 else OTHER_NAMESPACE
+        name = f"bench.invalid/app{n}:1"
+        path = preseed / namespace / f"app{n}.tar"
+        _write_bundle(path, name, layers, ["/hello"])
+        bundles.append(Bundle(namespace, path, name))
+    pause_layer = blobs.add(_file_tar("pause", pause, 0o755), compress=True)
+    path = preseed / CRI_NAMESPACE / "pause.tar"
+    _write_bundle(path, PAUSE, [pause_layer], ["/pause"])
+    bundles.append(Bundle(CRI_NAMESPACE, path, PAUSE))
+    generated = Generated(
+        preseed=preseed,
+        bundles=bundles,
+        bundle_bytes=sum(b.path.stat().st_size for b in bundles),
+        unique_compressed=sum(int(str(layer.desc["size"])) for layer in blobs.layers.values()),
+        uncompressed=blobs.uncompressed,
+        layers=len(blobs.layers),
+        gzip_layers=sum(layer.desc["mediaType"] == OCI_LAYER_GZIP for layer in blobs.layers.values()),
     )
-    return Generated(paths, compressed, uncompressed)
+    meta = {**generated.__dict__, "preseed": str(preseed)}
+    meta["bundles"] = [{"namespace": b.namespace, "path": str(b.path), "name": b.name} for b in bundles]
+    stamp.write_text(json.dumps(meta))
+    return generated
+
+
+# Measuring
 
 
 @dataclass
 class Measured:
     seconds: float
     rss_mib: float
+    cpu: float = 0.0  # CPU seconds of the command, user and system
 
 
 # A small launcher forks the measured command, so that its peak RSS is not inflated by this
@@ -161,7 +316,8 @@ pid = os.fork()
 if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
-os.write(int(sys.argv[1]), f"{time.monotonic() - t0} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+cpu = usage.ru_utime + usage.ru_stime
+os.write(int(sys.argv[1]), f"{time.monotonic() - t0} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {cpu}".encode())
 """
 
 
@@ -178,14 +334,70 @@ def _timed(argv: list[str], env: dict[str, str] | None = None) -> Measured:
     os.close(write_end)
     _, err = child.communicate()
     with os.fdopen(read_end, "rb") as f:
-        seconds_text, rss_kib, code = f.read().decode().split()
+        seconds_text, rss_kib, code, cpu = f.read().decode().split()
     if int(code) != 0 or child.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({code}):\n{err.decode()[-3000:]}")
-    return Measured(float(seconds_text), int(rss_kib) / 1024)
+    return Measured(float(seconds_text), int(rss_kib) / 1024, float(cpu))
 
 
-def _loader_cmd(address: str, preseed: Path, jobs: int | None) -> list[str]:
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user and system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _base_config() -> dict[str, object]:
+    """containerd's config for the bench, as a node's: CRI with the preseeded pause image."""
+    return {
+        "version": 2,
+        "plugins": {
+            "io.containerd.grpc.v1.cri": {
+                "sandbox_image": PAUSE,
+                "containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc"},
+            }
+        },
+    }
+
+
+@dataclass
+class Run:
+    """One tool's figures on one fresh containerd."""
+
+    cold: Measured
+    ready: float  # from the start of the cold run until CRI started a container of every image
+    warm: Measured
+    containerd_cpu: float  # CPU seconds containerd used during the cold run
+
+
+def _start_everything(address: str, gen: Generated, log_dir: Path) -> float:
+    """Start a container of every k8s.io application image through CRI; seconds it took.
+
+    Afterwards (not timed) each must have printed Hello world and exited 0.
+    """
+    images = [name for name in gen.images(CRI_NAMESPACE) if name != PAUSE]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with Cri(address) as cri:
+        t0 = time.monotonic()
+        started = cri.start_in_one_pod(images, log_dir)
+        seconds = time.monotonic() - t0
+        for container in started:
+            result = cri.wait_exit(container)
+            if result.exit_code != 0 or stdout_lines(result.log) != ["Hello world"]:
+                raise RuntimeError(f"{container.image} exited {result.exit_code}: {result.log!r}")
+    return seconds
+
+
+def _check_loaded(ctrd: Containerd, gen: Generated) -> None:
+    reader = ctrd.state_reader()
+    for namespace in (CRI_NAMESPACE, OTHER_NAMESPACE):
+        names = sorted(n for n in reader.images(namespace) if n.startswith("bench.invalid/"))
+        if names != sorted(gen.images(namespace)):
+            raise RuntimeError(f"{namespace}: expected {sorted(gen.images(namespace))}, found {names}")
+
+
+def _loader_cmd(address: str, preseed: Path, jobs: int | None, report: Path) -> list[str]:
     cmd = [sys.executable, "-m", "loader.main", "--address", address, "--preseed-dir", str(preseed)]
+    cmd += ["--report", str(report)]
     return cmd + (["--jobs", str(jobs)] if jobs else [])
 
 
@@ -193,67 +405,148 @@ def _loader_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-def _ctr_import(address: str, paths: list[Path]) -> Measured:
+def _expect_report(report: Path, result: str, count: int) -> None:
+    summary = json.loads(report.read_text())["summary"]
+    if summary.get(result) != count:
+        raise RuntimeError(f"loader: expected {count} bundles {result}, got {summary}")
+
+
+def run_loader(gen: Generated, jobs: int | None, scratch: Path) -> Run:
+    with Containerd(base_config=_base_config()) as ctrd:
+        report = scratch / "report.json"
+        cmd = _loader_cmd(ctrd.address, gen.preseed, jobs, report)
+        cpu0 = _cpu_of(ctrd.pid)
+        t0 = time.monotonic()
+        cold = _timed(cmd, _loader_env())
+        cpu = _cpu_of(ctrd.pid) - cpu0
+        ready = time.monotonic() - t0 + _start_everything(ctrd.address, gen, scratch / "logs-loader")
+        _expect_report(report, "loaded", len(gen.bundles))
+        _check_loaded(ctrd, gen)
+        warm = _timed(cmd, _loader_env())
+        _expect_report(report, "unchanged", len(gen.bundles))
+    return Run(cold, ready, warm, cpu)
+
+
+def _ctr_import(address: str, gen: Generated) -> Measured:
     t0 = time.monotonic()
-    rss = 0.0
-    for path in paths:
-        m = _timed(["ctr", "-a", address, "-n", NS, "images", "import", str(path)])
+    rss = cpu = 0.0
+    for bundle in gen.bundles:
+        m = _timed(["ctr", "-a", address, "-n", bundle.namespace, "images", "import", str(bundle.path)])
         rss = max(rss, m.rss_mib)
-    return Measured(time.monotonic() - t0, rss)
+        cpu += m.cpu
+    return Measured(time.monotonic() - t0, rss, cpu)
 
 
-def _check_loaded(ctrd: Containerd, count: int) -> None:
-    names = [n for n in ctrd.state_reader().images(NS) if n.startswith("bench.invalid/")]
-    if len(names) != count:
-        raise RuntimeError(f"expected {count} images, found {names}")
+def run_ctr(gen: Generated, scratch: Path) -> Run:
+    with Containerd(base_config=_base_config()) as ctrd:
+        cpu0 = _cpu_of(ctrd.pid)
+        t0 = time.monotonic()
+        cold = _ctr_import(ctrd.address, gen)
+        cpu = _cpu_of(ctrd.pid) - cpu0
+        ready = time.monotonic() - t0 + _start_everything(ctrd.address, gen, scratch / "logs-ctr")
+        _check_loaded(ctrd, gen)
+        warm = _ctr_import(ctrd.address, gen)
+    return Run(cold, ready, warm, cpu)
+
+
+# Reporting
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+@dataclass
+class Series:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def cell(self, digits: int = 2) -> str:
+        return f"{self.median:.{digits}f} ({min(self.values):.{digits}f}-{max(self.values):.{digits}f})"
+
+
+def _series(runs: list[Run], get: Callable[[Run], float]) -> Series:
+    return Series([get(r) for r in runs])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=1.0, help="bundle size factor (1 = 64 MiB compressed each)")
-    parser.add_argument("--images", type=int, default=4, help="bundles, one image each")
-    parser.add_argument("--layers", type=int, default=4, help="gzip layers per image")
-    parser.add_argument("--workdir", type=Path, help="where bundles are generated (and reused)")
+    parser.add_argument("--scale", type=float, default=1.0, help="size factor (1: about 1 GiB of bundles)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool, alternating (default 3)")
+    parser.add_argument("--workdir", type=Path, help="where the preseed folder is generated (and reused)")
     parser.add_argument("--jobs", type=int, help="the loader's --jobs (default: its own default)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    layer_raw = max(64 << 10, int(32 * MIB * args.scale))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    hello = _runfile("e2e/hello_bin").read_bytes()
+    pause = _runfile("e2e/pause_bin").read_bytes()
     with tempfile.TemporaryDirectory(prefix="preseed-bench-") as tmp:
-        workdir = args.workdir or Path(tmp)
+        scratch = Path(tmp)
+        workdir = args.workdir or scratch / "work"
+        workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        gen = generate(workdir / "preseed", args.images, args.layers, layer_raw, args.seed)
+        gen = generate(workdir.resolve(), args.scale, args.seed, hello, pause)
+        apps = len(gen.bundles) - 1
         print(
-            f"bundles: {args.images} x {args.layers} gzip layers;"
-            f" {gen.compressed / args.images / MIB:.1f} MiB compressed,"
-            f" {gen.uncompressed / args.images / MIB:.1f} MiB uncompressed each"
-            f" (ready in {time.monotonic() - t0:.1f}s)",
+            f"preseed folder: {apps} application images + pause in {CRI_NAMESPACE} and {OTHER_NAMESPACE};"
+            f" bundles {gen.bundle_bytes / MIB:.0f} MiB together, distinct layers {gen.layers}"
+            f" ({gen.gzip_layers} gzip, {gen.layers - gen.gzip_layers} uncompressed),"
+            f" {gen.unique_compressed / MIB:.0f} MiB as stored, {gen.uncompressed / MIB:.0f} MiB unpacked"
+            f" (ready in {time.monotonic() - t0:.0f} s)",
             flush=True,
         )
-        preseed = gen.paths[0].parent.parent
-        with Containerd() as ctrd:
-            ctr_cold = _ctr_import(ctrd.address, gen.paths)
-            _check_loaded(ctrd, args.images)
-            ctr_warm = _ctr_import(ctrd.address, gen.paths)
-        with Containerd() as ctrd:
-            cmd = _loader_cmd(ctrd.address, preseed, args.jobs)
-            loader_cold = _timed(cmd, _loader_env())
-            _check_loaded(ctrd, args.images)
-            loader_warm = _timed(cmd, _loader_env())
-    cold = loader_cold.seconds / ctr_cold.seconds
-    warm = loader_warm.seconds / ctr_warm.seconds
-    rss = max(loader_cold.rss_mib, loader_warm.rss_mib)
+        loader_runs: list[Run] = []
+        ctr_runs: list[Run] = []
+        loads = [_loadavg()]
+        for i in range(args.repeat):
+            order = ["loader", "ctr"] if i % 2 == 0 else ["ctr", "loader"]
+            for tool in order:
+                if tool == "loader":
+                    run = run_loader(gen, args.jobs, scratch)
+                    loader_runs.append(run)
+                else:
+                    run = run_ctr(gen, scratch)
+                    ctr_runs.append(run)
+                print(
+                    f"  run {i + 1} {tool:<6} cold {run.cold.seconds:6.2f} s"
+                    f" (CPU {run.cold.cpu:5.1f} s + containerd {run.containerd_cpu:5.1f} s)  ready {run.ready:6.2f} s"
+                    f"  second {run.warm.seconds:6.2f} s  peak RSS {max(run.cold.rss_mib, run.warm.rss_mib):5.0f} MiB"
+                    f"  (load {_loadavg()})",
+                    flush=True,
+                )
+            loads.append(_loadavg())
     rows = [
-        ("cold import", loader_cold, ctr_cold),
-        ("second run, nothing changed", loader_warm, ctr_warm),
+        ("cold import", lambda r: r.cold.seconds),
+        ("start to CRI running all", lambda r: r.ready),
+        ("second run, nothing changed", lambda r: r.warm.seconds),
     ]
-    print(f"{'phase':<30}{'loader s':>10}{'ctr s':>10}{'ratio':>8}{'loader RSS MiB':>16}")
-    for label, mine, theirs in rows:
-        print(
-            f"{label:<30}{mine.seconds:>10.2f}{theirs.seconds:>10.2f}"
-            f"{mine.seconds / theirs.seconds:>8.2f}{mine.rss_mib:>16.1f}"
-        )
+    print()
+    print(f"{args.repeat} runs each, median (min-max), seconds; load average during: {', '.join(loads)}")
+    print(f"{'phase':<30}{'loader':>22}{'ctr images import':>22}{'loader/ctr':>12}")
+    ratios = []
+    for label, get in rows:
+        mine, theirs = _series(loader_runs, get), _series(ctr_runs, get)
+        ratios.append(mine.median / theirs.median)
+        print(f"{label:<30}{mine.cell():>22}{theirs.cell():>22}{ratios[-1]:>12.3f}")
+    for label, get in [
+        ("cold: CPU s, tool", lambda r: r.cold.cpu),
+        ("cold: CPU s, containerd", lambda r: r.containerd_cpu),
+    ]:
+        mine, theirs = _series(loader_runs, get), _series(ctr_runs, get)
+        print(f"{label:<30}{mine.cell(1):>22}{theirs.cell(1):>22}{mine.median / theirs.median:>12.3f}")
+    rss_loader = _series(loader_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
+    rss_ctr = _series(ctr_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
+    print(f"{'peak RSS, MiB':<30}{rss_loader.cell(0):>22}{rss_ctr.cell(0):>22}")
     print("targets: cold <= 0.6, second run <= 0.1, loader peak RSS <= 100 MiB")
-    print(f"cold_vs_ctr={cold:.2f} warm_vs_ctr={warm:.3f} loader_rss_mib={rss:.0f}")
+    rss = max(rss_loader.values)
+    print(f"cold_vs_ctr={ratios[0]:.2f} warm_vs_ctr={ratios[2]:.3f} loader_rss_mib={rss:.0f}")
     return 0
 
 

@@ -81,6 +81,13 @@ class NodeRoot:
 
 
 @dataclass(frozen=True)
+class StartedContainer:
+    container_id: str
+    image: str
+    log_path: pathlib.Path
+
+
+@dataclass(frozen=True)
 class ContainerResult:
     exit_code: int
     log: str
@@ -120,6 +127,11 @@ class Cri:
 
     def run_to_exit(self, image: str, log_dir: pathlib.Path, timeout: float = 60.0) -> ContainerResult:
         """Runs `image` in a new host-network pod until it exits; returns its exit code and log."""
+        (started,) = self.start_in_one_pod([image], log_dir)
+        return self.wait_exit(started, timeout)
+
+    def start_in_one_pod(self, images: list[str], log_dir: pathlib.Path) -> list[StartedContainer]:
+        """Starts one container from each image in one new host-network pod; does not wait."""
         name = "e2e-" + uuid.uuid4().hex[:8]
         host_network = cri.NamespaceOption(network=cri.NODE, pid=cri.CONTAINER, ipc=cri.POD)
         sandbox_config = cri.PodSandboxConfig(
@@ -132,32 +144,44 @@ class Cri:
         )
         pod = self.runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=sandbox_config), timeout=120).pod_sandbox_id
         self._pods.append(pod)
-        container = self.runtime.CreateContainer(
-            cri.CreateContainerRequest(
-                pod_sandbox_id=pod,
-                sandbox_config=sandbox_config,
-                config=cri.ContainerConfig(
-                    metadata=cri.ContainerMetadata(name=name),
-                    image=cri.ImageSpec(image=image),
-                    log_path=name + ".log",
-                    linux=cri.LinuxContainerConfig(
-                        security_context=cri.LinuxContainerSecurityContext(namespace_options=host_network),
+        started = []
+        for i, image in enumerate(images):
+            container_name = f"{name}-{i}"
+            container = self.runtime.CreateContainer(
+                cri.CreateContainerRequest(
+                    pod_sandbox_id=pod,
+                    sandbox_config=sandbox_config,
+                    config=cri.ContainerConfig(
+                        metadata=cri.ContainerMetadata(name=container_name),
+                        image=cri.ImageSpec(image=image),
+                        log_path=container_name + ".log",
+                        linux=cri.LinuxContainerConfig(
+                            security_context=cri.LinuxContainerSecurityContext(namespace_options=host_network),
+                        ),
                     ),
                 ),
-            ),
-            timeout=120,
-        ).container_id
-        self.runtime.StartContainer(cri.StartContainerRequest(container_id=container), timeout=60)
+                timeout=120,
+            ).container_id
+            self.runtime.StartContainer(cri.StartContainerRequest(container_id=container), timeout=60)
+            started.append(StartedContainer(container, image, log_dir / (container_name + ".log")))
+        return started
+
+    def wait_exit(self, started: StartedContainer, timeout: float = 60.0) -> ContainerResult:
+        """Waits until a started container exits; returns its exit code and log."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.runtime.ContainerStatus(cri.ContainerStatusRequest(container_id=container), timeout=30).status
+            status = self.runtime.ContainerStatus(
+                cri.ContainerStatusRequest(container_id=started.container_id), timeout=30
+            ).status
             if status.state == cri.CONTAINER_EXITED:
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"container {name} from {image} still {cri.ContainerState.Name(status.state)} after {timeout} s")
+                raise TimeoutError(
+                    f"container {started.container_id} from {started.image} still"
+                    f" {cri.ContainerState.Name(status.state)} after {timeout} s"
+                )
             time.sleep(0.1)
-        log = (log_dir / (name + ".log")).read_text()
-        return ContainerResult(exit_code=status.exit_code, log=log)
+        return ContainerResult(exit_code=status.exit_code, log=started.log_path.read_text())
 
 
 def stdout_lines(cri_log: str) -> list[str]:

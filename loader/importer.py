@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -104,9 +105,26 @@ class Importer:
         self.client = client
         self.options = options or Options()
         self.pool = pool
-        # Blobs being written by this process, by (namespace, digest): one writer each.
-        self._writing: dict[tuple[str, str], threading.Event] = {}
-        self._writing_lock = threading.Lock()
+        # Blobs being written and snapshots being unpacked by this process: one worker each.
+        self._busy: dict[tuple[str, ...], threading.Event] = {}
+        self._busy_lock = threading.Lock()
+
+    @contextmanager
+    def _exclusive(self, *key: str) -> Iterator[None]:
+        """Run the body for this key in one thread at a time (others wait, then look again)."""
+        while True:
+            with self._busy_lock:
+                other = self._busy.get(key)
+                if other is None:
+                    mine = self._busy[key] = threading.Event()
+                    break
+            other.wait()
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                del self._busy[key]
+            mine.set()
 
     def import_bundle(
         self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
@@ -253,20 +271,9 @@ class Importer:
         member = blob.member
         if member is not None and member.data is None and member.offset is None:
             return  # streamed into the store by _sink already
-        key = (client.namespace, blob.desc.digest)
-        while True:
-            with self._writing_lock:
-                other = self._writing.get(key)
-                if other is None:
-                    mine = self._writing[key] = threading.Event()
-                    break
-            other.wait()  # another bundle of this run writes it; then look again
-        try:
+        # Another bundle of this run may be writing it: wait, then it answers ALREADY_EXISTS.
+        with self._exclusive("blob", client.namespace, blob.desc.digest):
             self._put_blob_once(client, bundle, blob, stats)
-        finally:
-            with self._writing_lock:
-                del self._writing[key]
-            mine.set()
 
     def _put_blob_once(
         self, client: Client, bundle: Bundle, blob: Blob, stats: ImportStats
@@ -360,29 +367,45 @@ class Importer:
         chain = oci.chain_ids(image.diff_ids)
         parent = ""
         for layer, diff_id, chain_id in zip(image.layers, image.diff_ids, chain):
-            info = client.snapshot_stat(snapshotter, chain_id)
-            if info is None:
-                uploads[layer.digest].result()
-                if self._apply_layer(client, layer, diff_id, chain_id, parent):
-                    stats.add(layers_unpacked=1)
-                else:
-                    stats.add(layers_present=1)
-            elif info.kind != snapshots_pb2.COMMITTED:
-                raise ImportFailed(f"snapshot {chain_id} exists but is not committed")
-            else:
-                # Hold it under our lease, then make sure GC did not take it meanwhile.
-                client.lease_add_snapshot(snapshotter, chain_id)
-                if client.snapshot_stat(snapshotter, chain_id) is None:
-                    uploads[layer.digest].result()
-                    self._apply_layer(client, layer, diff_id, chain_id, parent)
-                    stats.add(layers_unpacked=1)
-                else:
-                    stats.add(layers_present=1)
+            # Images of a run share base layers: one bundle unpacks a chain ID, and the others
+            # wait for it and then find the snapshot, instead of unpacking it again meanwhile.
+            with self._exclusive("snapshot", client.namespace, snapshotter, chain_id):
+                self._unpack_layer(client, layer, diff_id, chain_id, parent, stats, uploads)
             parent = chain_id
         uploads[image.config.digest].result()
         if chain:
             label = oci.snapshot_gc_label(snapshotter)
             client.content_set_labels(image.config.digest, {label: chain[-1]})
+
+    def _unpack_layer(
+        self,
+        client: Client,
+        layer: Descriptor,
+        diff_id: str,
+        chain_id: str,
+        parent: str,
+        stats: ImportStats,
+        uploads: dict[str, Future[object]],
+    ) -> None:
+        snapshotter = self.options.snapshotter
+        info = client.snapshot_stat(snapshotter, chain_id)
+        if info is None:
+            uploads[layer.digest].result()
+            if self._apply_layer(client, layer, diff_id, chain_id, parent):
+                stats.add(layers_unpacked=1)
+            else:
+                stats.add(layers_present=1)
+        elif info.kind != snapshots_pb2.COMMITTED:
+            raise ImportFailed(f"snapshot {chain_id} exists but is not committed")
+        else:
+            # Hold it under our lease, then make sure GC did not take it meanwhile.
+            client.lease_add_snapshot(snapshotter, chain_id)
+            if client.snapshot_stat(snapshotter, chain_id) is None:
+                uploads[layer.digest].result()
+                self._apply_layer(client, layer, diff_id, chain_id, parent)
+                stats.add(layers_unpacked=1)
+            else:
+                stats.add(layers_present=1)
 
     def _apply_layer(
         self, client: Client, layer: Descriptor, diff_id: str, chain_id: str, parent: str

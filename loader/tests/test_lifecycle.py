@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import loader.client
 import loader.importer
 from loader.api import snapshots_pb2, snapshots_pb2_grpc
 from loader.tests.helpers import assert_unpacked, bundle_records, load
@@ -177,6 +178,35 @@ def test_parallel_runs_are_deterministic(
     assert [Path(b["file"]).name for b in body["bundles"]] == files
     assert all(b["result"] == "loaded" and b["error"] is None for b in body["bundles"])
     assert records[-1]["msg"] == "done" and records[-1]["loaded"] == 6
+
+
+def test_shared_layers_are_unpacked_once(
+    containerd: Containerd,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Bundles prepared at once share a base layer: one unpacks it, the others wait and reuse it.
+    preseed = tmp_path / "preseed"
+    (preseed / NS).mkdir(parents=True)
+    base = {"usr/lib/base.bin": os.urandom(4 << 20)}
+    for i in range(4):
+        spec = ImageSpec(f"example.com/app{i}:1", [base, {f"app{i}": os.urandom(64 << 10)}])
+        build_archive(preseed / NS / f"app{i}.tar", [spec])
+    applied: list[str] = []
+    real_apply = loader.client.Client.diff_apply
+
+    def counting_apply(self, desc, mounts):  # type: ignore[no-untyped-def]
+        applied.append(desc.digest)
+        return real_apply(self, desc, mounts)
+
+    monkeypatch.setattr(loader.client.Client, "diff_apply", counting_apply)
+    rc, records = load(containerd, preseed, capsys, "--jobs", "4")
+    assert rc == 0, records
+    assert len(applied) == len(set(applied)) == 5, applied  # the base once, then each app
+    lines = bundle_records(records).values()
+    assert sum(r["layers_unpacked"] for r in lines) == 5
+    assert sum(r["layers_present"] for r in lines) == 3
 
 
 def test_waits_for_the_socket_then_loads(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -47,35 +48,50 @@ def _blob_path(layout: str, desc: object) -> tuple[str, str]:
     return name, os.path.join(layout, "blobs", "sha256", match.group(1))
 
 
-def verify_blob(layout: str, desc: dict) -> tuple[str, str]:
-    """Checks a blob's sha256 and size against its descriptor."""
-    name, path = _blob_path(layout, desc)
+def _descriptor_size(path: str, desc: dict) -> int:
     size = desc.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ValueError(f"file {path}: descriptor has invalid size {size!r}")
-    sha, actual = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(tarwriter.CHUNK_SIZE):
-            sha.update(chunk)
-            actual += len(chunk)
-    if "sha256:" + sha.hexdigest() != desc["digest"]:
-        raise ValueError(f"file {path}: content has digest "
-                         f"sha256:{sha.hexdigest()}, expected {desc['digest']}")
-    if actual != size:
-        raise ValueError(f"file {path}: size is {actual}, descriptor says {size}")
-    return name, path
+    return size
+
+
+def _check_digest(path: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ValueError(f"file {path}: content has digest {actual}, "
+                         f"expected {expected}")
 
 
 def collect_blobs(layout: str, desc: dict, blobs: dict[str, str]) -> None:
-    """Verifies desc's blob and everything it references, into blobs."""
-    name, path = verify_blob(layout, desc)
+    """desc's blob and everything it references, into blobs (name -> path).
+
+    Sizes are checked here. Indexes and manifests, which must be parsed, are
+    read and verified here once; every other blob (configs, layers) is
+    verified against its digest by the tar writer while it is copied, so
+    the bundle reads each large blob only once.
+    """
+    name, path = _blob_path(layout, desc)
+    size = _descriptor_size(path, desc)
+    media_type = desc.get("mediaType")
+    parse = media_type in INDEX_TYPES + MANIFEST_TYPES
+    if parse:
+        with open(path, "rb") as f:
+            raw = f.read()
+        _check_digest(path, "sha256:" + hashlib.sha256(raw).hexdigest(),
+                      desc["digest"])
+        actual = len(raw)
+    else:
+        actual = os.stat(path).st_size
+    if actual != size:
+        raise ValueError(f"file {path}: size is {actual}, descriptor says {size}")
     if name in blobs:
         return
     blobs[name] = path
-    media_type = desc.get("mediaType")
-    if media_type not in INDEX_TYPES + MANIFEST_TYPES:
+    if not parse:
         return
-    doc = common.load_json(path)
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"file {path}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"file {path}: expected a JSON object")
     if media_type in INDEX_TYPES:
@@ -158,7 +174,8 @@ def build_bundle(image: str, names: Sequence[str], output: str,
         writer.add_file("oci-layout", common.canonical_json(LAYOUT_FILE))
         writer.add_file("index.json", common.canonical_json(index))
         for name, path in blobs.items():
-            writer.add_file(name, path)
+            # Every blob is named by its digest: verified while it is copied.
+            writer.add_file(name, path, sha256="sha256:" + name.rsplit("/", 1)[1])
         writer.close()
     carried = sorted({d["annotations"][ANNOTATION_IMAGE_NAME]
                       for d in index["manifests"]})

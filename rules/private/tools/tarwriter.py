@@ -7,18 +7,22 @@ long names or link targets are written as GNU LongLink records, so the
 output depends only on the entries. Entries are written sorted by name,
 whatever order they were added in, and every parent directory is emitted
 (mode 0755) unless it was added explicitly. File contents given as paths
-are only read, in 1 MiB chunks, when the archive is closed.
+are only read, in 1 MiB chunks, when the archive is closed; a file added
+with an expected sha256 is verified while it is copied, and a mismatch
+fails close() (a partial output file is removed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 import posixpath
 import stat
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Literal
 
 from rules.private.tools import compression as _compression
@@ -59,6 +63,7 @@ class _Entry:
     implicit: bool = False
     uid: int = 0
     gid: int = 0
+    sha256: str | None = None  # "sha256:<hex>" the content must hash to
 
 
 def _open_source(entry: _Entry) -> BinaryIO:
@@ -131,6 +136,7 @@ class TarWriter:
         self._output = output
         self._compression = compression
         self._closed = False
+        self._hashing: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> TarWriter:
         return self
@@ -142,8 +148,13 @@ class TarWriter:
             self._closed = True
 
     def add_file(self, name: str, data: Source, mode: int = 0o644,
-                 uid: int = 0, gid: int = 0) -> None:
-        """Adds a regular file from bytes or from a path on disk."""
+                 uid: int = 0, gid: int = 0,
+                 sha256: str | None = None) -> None:
+        """Adds a regular file from bytes or from a path on disk.
+
+        With sha256 ("sha256:<hex>"), the content is hashed as it is
+        copied and close() fails if it hashes to anything else.
+        """
         if isinstance(data, (bytes, bytearray, memoryview)):
             entry = _Entry("file", mode & 0o7777, data=bytes(data))
         else:
@@ -151,6 +162,7 @@ class TarWriter:
             _check_regular_file(src)
             entry = _Entry("file", mode & 0o7777, src=src)
         entry.uid, entry.gid = _owner(name, uid, gid)
+        entry.sha256 = sha256
         self._add(clean_name(name), entry)
 
     def add_directory(self, name: str, mode: int = 0o755, uid: int = 0,
@@ -275,16 +287,33 @@ class TarWriter:
             return False
         if old.kind in ("symlink", "hardlink"):
             return old.target == new.target
-        return old.mode == new.mode and _same_content(old, new)
+        if old.mode != new.mode or not _same_content(old, new):
+            return False
+        old.sha256 = old.sha256 or new.sha256
+        return True
 
     def close(self) -> None:
         """Writes all entries and the end-of-archive marker."""
         if self._closed:
             return
         self._closed = True
+        try:
+            self._close()
+        finally:
+            if self._hashing is not None:
+                self._hashing.shutdown()
+
+    def _close(self) -> None:
         if isinstance(self._output, (str, os.PathLike)):
-            with open(self._output, "wb") as raw:
-                self._write_compressed(raw)
+            try:
+                with open(self._output, "wb") as raw:
+                    self._write_compressed(raw)
+            except BaseException:
+                try:
+                    os.unlink(self._output)
+                except OSError:
+                    pass
+                raise
         else:
             self._write_compressed(self._output)
 
@@ -339,14 +368,30 @@ class TarWriter:
                 info.size = st.st_size
             header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
             out.write(header)
+            sha = hashlib.sha256() if entry.sha256 is not None else None
+            # Hashing (which releases the GIL) runs in a second thread while
+            # the same chunk is written.
+            hashed: Future[None] | None = None
             remaining = info.size
             while remaining:
                 chunk = src.read(min(CHUNK_SIZE, remaining))
                 if not chunk:
                     raise ValueError(
                         f"file {entry.src}: shrank while being archived")
+                if sha is not None:
+                    if hashed is not None:
+                        hashed.result()
+                    if self._hashing is None:
+                        self._hashing = ThreadPoolExecutor(1)
+                    hashed = self._hashing.submit(sha.update, chunk)
                 out.write(chunk)
                 remaining -= len(chunk)
+            if hashed is not None:
+                hashed.result()
+            if sha is not None and "sha256:" + sha.hexdigest() != entry.sha256:
+                raise ValueError(
+                    f"file {entry.src or name}: content has digest "
+                    f"sha256:{sha.hexdigest()}, expected {entry.sha256}")
         padding = -info.size % BLOCK_SIZE
         out.write(b"\0" * padding)
         return len(header) + info.size + padding

@@ -105,6 +105,37 @@ def test_corrupt_blob_rejected(tmp_path, layout):
     assert not (tmp_path / "b.tar").exists()
 
 
+def test_corruption_found_while_copying_removes_output(tmp_path, layout,
+                                                      monkeypatch):
+    # The layer is read once: its digest is checked as it is copied into the
+    # archive, after other members were already written.
+    manifest = json.loads((layout / "blobs" / "sha256" / layout_manifest(
+        layout)["digest"].split(":")[1]).read_bytes())
+    layer = layout / "blobs" / "sha256" / manifest["layers"][0][
+        "digest"].split(":")[1]
+    reads = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        if str(path) == str(layer):
+            reads.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    out = tmp_path / "ok.tar"
+    bundle.build_bundle(str(layout), ["x"], str(out))
+    assert len(reads) == 1  # verified and copied in one pass
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    layer.write_bytes(bytes(data))
+    bad = tmp_path / "bad.tar"
+    with pytest.raises(ValueError, match="content has digest") as exc:
+        bundle.build_bundle(str(layout), ["x"], str(bad))
+    assert str(layer) in str(exc.value)
+    assert manifest["layers"][0]["digest"] in str(exc.value)
+    assert not bad.exists()
+
+
 def test_size_mismatch_rejected(tmp_path, layout):
     index = json.loads((layout / "index.json").read_bytes())
     index["manifests"][0]["size"] += 1

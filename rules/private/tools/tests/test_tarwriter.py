@@ -170,6 +170,31 @@ def test_large_file_streamed_from_disk(tmp_path, monkeypatch):
     assert contents(buf.getvalue()) == {"big": payload[::-1]}
 
 
+def test_expected_digest_checked_while_copying(tmp_path, monkeypatch):
+    import hashlib
+    monkeypatch.setattr(tarwriter, "CHUNK_SIZE", 4096)
+    payload = os.urandom(3 * 4096 + 17)
+    good = "sha256:" + hashlib.sha256(payload).hexdigest()
+    src = tmp_path / "blob"
+    src.write_bytes(payload)
+    out = tmp_path / "ok.tar"
+    with tarwriter.TarWriter(str(out)) as writer:
+        writer.add_file("blob", src, sha256=good)
+    assert contents(out.read_bytes()) == {"blob": payload}
+
+    # Same size, one byte changed after it was added: found while copying,
+    # and the half-written output is removed.
+    src.write_bytes(payload[:-1] + bytes([payload[-1] ^ 1]))
+    bad = tmp_path / "bad.tar"
+    writer = tarwriter.TarWriter(str(bad))
+    writer.add_file("a-first", b"written before the bad blob")
+    writer.add_file("blob", src, sha256=good)
+    with pytest.raises(ValueError, match=f"file {src}: content has digest "
+                                         f"sha256:[0-9a-f]{{64}}, expected {good}"):
+        writer.close()
+    assert not bad.exists()
+
+
 def test_missing_source_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         tarwriter.TarWriter(io.BytesIO()).add_file("x", tmp_path / "nope")
