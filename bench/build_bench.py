@@ -83,8 +83,8 @@ def build_times(
     clean = bazel(workspace, output_base, "build", target)
     source = workspace / go_source
     text = source.read_text()
-    # The first string literal passed to a call (the greeting), not an import path.
-    changed = re.sub(r'\(\s*"([^"]*)"', lambda m: '("' + m.group(1) + '!"', text, count=1)
+    # The first string literal passed to a call (`name("...`), not an import path.
+    changed = re.sub(r'(\w)\(\s*"([^"]*)"', lambda m: m.group(1) + '("' + m.group(2) + '!"', text, count=1)
     if changed == text:
         raise SystemExit(f"build_bench: {go_source}: no string literal to change")
     source.write_text(changed)
