@@ -9,7 +9,9 @@ uncompressed layers, and run a tiny static hello binary. Then, --repeat times, a
 which goes first, each on a fresh private containerd whose CRI uses the preseeded pause image:
 
 - the loader: a cold run, the time from its start until CRI has started a container from every
-  k8s.io image (all in one pod), then a second run with nothing changed; its peak RSS;
+  k8s.io image (all in one pod), then a second run with nothing changed; its peak RSS; then
+  two more runs with --manifest (a manifest of the folder in the node image's format): the
+  first hashes every bundle and records that, the second is the second boot of a node image;
 - `ctr images import` of every bundle into its namespace, one after the other (it also
   unpacks): the same three figures.
 
@@ -367,6 +369,8 @@ class Run:
     ready: float  # from the start of the cold run until CRI started a container of every image
     warm: Measured
     containerd_cpu: float  # CPU seconds containerd used during the cold run
+    manifest_first: Measured | None = None  # the loader with --manifest: hashes every bundle
+    manifest_second: Measured | None = None  # then again: accepts the recorded verification
 
 
 def _start_everything(address: str, gen: Generated, log_dir: Path) -> float:
@@ -405,13 +409,38 @@ def _loader_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
-def _expect_report(report: Path, result: str, count: int) -> None:
-    summary = json.loads(report.read_text())["summary"]
+def _expect_report(report: Path, result: str, count: int, manifest: str | None = None) -> None:
+    body = json.loads(report.read_text())
+    summary = body["summary"]
     if summary.get(result) != count:
         raise RuntimeError(f"loader: expected {count} bundles {result}, got {summary}")
+    checks = [b.get("manifest") for b in body["bundles"]]
+    if checks != [manifest] * count:
+        raise RuntimeError(f"loader: expected manifest={manifest} for every bundle, got {checks}")
 
 
-def run_loader(gen: Generated, jobs: int | None, scratch: Path) -> Run:
+def write_manifest(gen: Generated, path: Path) -> Path:
+    """The node image's etc/preseed/manifest.json for the generated folder."""
+    bundles = []
+    for bundle in sorted(gen.bundles, key=lambda b: (b.namespace, b.path.name)):
+        with open(bundle.path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        bundles.append(
+            {
+                "namespace": bundle.namespace,
+                "path": f"{bundle.namespace}/{bundle.path.name}",
+                "sha256": digest,
+                "size": bundle.path.stat().st_size,
+                "names": [bundle.name],
+            }
+        )
+    body = {"version": 1, "preseed_dir": str(gen.preseed), "bundles": bundles}
+    path.write_text(json.dumps(body, sort_keys=True, separators=(",", ":")))
+    path.chmod(0o644)
+    return path
+
+
+def run_loader(gen: Generated, jobs: int | None, scratch: Path, manifest: Path) -> Run:
     with Containerd(base_config=_base_config()) as ctrd:
         report = scratch / "report.json"
         cmd = _loader_cmd(ctrd.address, gen.preseed, jobs, report)
@@ -424,7 +453,12 @@ def run_loader(gen: Generated, jobs: int | None, scratch: Path) -> Run:
         _check_loaded(ctrd, gen)
         warm = _timed(cmd, _loader_env())
         _expect_report(report, "unchanged", len(gen.bundles))
-    return Run(cold, ready, warm, cpu)
+        with_manifest = cmd + ["--manifest", str(manifest)]
+        first = _timed(with_manifest, _loader_env())
+        _expect_report(report, "unchanged", len(gen.bundles), "hashed")
+        second = _timed(with_manifest, _loader_env())
+        _expect_report(report, "unchanged", len(gen.bundles), "recorded")
+    return Run(cold, ready, warm, cpu, first, second)
 
 
 def _ctr_import(address: str, gen: Generated) -> Measured:
@@ -502,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             f" (ready in {time.monotonic() - t0:.0f} s)",
             flush=True,
         )
+        manifest = write_manifest(gen, scratch / "manifest.json")
         loader_runs: list[Run] = []
         ctr_runs: list[Run] = []
         loads = [_loadavg()]
@@ -509,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             order = ["loader", "ctr"] if i % 2 == 0 else ["ctr", "loader"]
             for tool in order:
                 if tool == "loader":
-                    run = run_loader(gen, args.jobs, scratch)
+                    run = run_loader(gen, args.jobs, scratch, manifest)
                     loader_runs.append(run)
                 else:
                     run = run_ctr(gen, scratch)
@@ -521,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"  (load {_loadavg()})",
                     flush=True,
                 )
+                if run.manifest_first and run.manifest_second:
+                    print(
+                        f"  run {i + 1} {tool:<6} --manifest: first check {run.manifest_first.seconds:6.2f} s"
+                        f"  second {run.manifest_second.seconds:6.2f} s",
+                        flush=True,
+                    )
             loads.append(_loadavg())
     rows = [
         ("cold import", lambda r: r.cold.seconds),
@@ -541,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     ]:
         mine, theirs = _series(loader_runs, get), _series(ctr_runs, get)
         print(f"{label:<30}{mine.cell(1):>22}{theirs.cell(1):>22}{mine.median / theirs.median:>12.3f}")
+    for label, get in [
+        ("--manifest, first check", lambda r: r.manifest_first.seconds if r.manifest_first else 0.0),
+        ("second run, --manifest", lambda r: r.manifest_second.seconds if r.manifest_second else 0.0),
+    ]:
+        print(f"{label:<30}{_series(loader_runs, get).cell():>22}{'-':>22}")
     rss_loader = _series(loader_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
     rss_ctr = _series(ctr_runs, lambda r: max(r.cold.rss_mib, r.warm.rss_mib))
     print(f"{'peak RSS, MiB':<30}{rss_loader.cell(0):>22}{rss_ctr.cell(0):>22}")

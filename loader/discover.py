@@ -15,6 +15,7 @@ SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst")
 class BundleFile:
     namespace: str
     path: Path
+    sha256: str | None = None  # what the node image's manifest lists; checked when loaded
 
 
 @dataclass(frozen=True)

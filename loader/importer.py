@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from loader import oci, state
+from loader import oci, state, verified
 from loader.api import images_pb2, snapshots_pb2
 from loader.archive import CHUNK_SIZE, Member, Reader, hash_stream
 from loader.bundle import Blob, Bundle, Image, open_bundle
@@ -60,6 +61,7 @@ class ImportStats:
     warnings: list[str] = field(default_factory=list)
     format: str = ""
     unchanged: bool = False
+    manifest: str = ""  # how the manifest's sha256 was checked: hashed, recorded, or not
     bytes_written: int = 0
     blobs_written: int = 0
     blobs_present: int = 0
@@ -84,6 +86,7 @@ class Pending:
     images: list[Image] = field(default_factory=list)
     current: state.Current | None = None
     lease: str | None = None
+    verified: str | None = None  # the preseed.dev/verified label its records get
 
 
 def _unique() -> str:
@@ -127,19 +130,36 @@ class Importer:
             mine.set()
 
     def import_bundle(
-        self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
+        self,
+        namespace: str,
+        path: Path,
+        stats: ImportStats,
+        file_name: str | None = None,
+        sha256: str | None = None,
     ) -> None:
         """Prepare and publish one bundle; raises LoaderError subclasses on failure."""
-        pending = self.prepare(namespace, path, stats, file_name)
+        pending = self.prepare(namespace, path, stats, file_name, sha256)
         self.publish(pending, stats)
 
     # prepare: everything but the image records
 
     def prepare(
-        self, namespace: str, path: Path, stats: ImportStats, file_name: str | None = None
+        self,
+        namespace: str,
+        path: Path,
+        stats: ImportStats,
+        file_name: str | None = None,
+        sha256: str | None = None,
     ) -> Pending:
+        """Content and snapshots of a bundle, or nothing if containerd holds it unchanged.
+
+        With sha256 (the manifest's), the bundle must match it (verified.Tampering if not):
+        hashed, unless its records show these bytes were hashed before.
+        """
         file_name = file_name or path.name
         scoped = self.client.with_namespace(namespace)
+        # Everything below is bound to the file as it is now: its checks compare to this stat.
+        st = os.stat(path) if sha256 is not None else None
         fp = state.fingerprint(path, self.options.variant())
         pending = Pending(namespace, file_name, fp)
         current = state.check_current(
@@ -150,6 +170,11 @@ class Importer:
             self.options.snapshotter,
             self.options.pin,
         )
+        check: verified.Check | None = None
+        if sha256 is not None and st is not None:
+            check = verified.check(path, sha256, st, current.images if current else None)
+            stats.manifest = check.how
+            pending.verified = check.label
         if current is not None:
             stats.unchanged = True
             stats.names = [i.name for i in current.images]
@@ -172,6 +197,8 @@ class Importer:
                 stats.warnings.extend(bundle.warnings)
                 self._load(leased, bundle, stats)
                 pending.images = list(bundle.images)
+            if check is not None:
+                verified.unchanged_since(path, check)
         except BaseException:
             self._delete_lease(scoped, pending.lease, stats)
             raise
@@ -465,10 +492,16 @@ class Importer:
         scoped = self.client.with_namespace(pending.namespace)
         try:
             if pending.current is not None:
-                pin = {state.LABEL_PINNED: state.PINNED}
-                for name in pending.current.missing_pins:
-                    scoped.image_set_labels(name, pin)
-                    stats.add(images_changed=1)
+                for image in pending.current.images:
+                    labels = {}
+                    if image.name in pending.current.missing_pins:
+                        labels[state.LABEL_PINNED] = state.PINNED
+                    wanted = pending.verified
+                    if wanted is not None and image.labels.get(verified.LABEL_VERIFIED) != wanted:
+                        labels[verified.LABEL_VERIFIED] = wanted
+                    if labels:
+                        scoped.image_set_labels(image.name, labels)
+                        stats.add(images_changed=1)
                 return
             for image in pending.images:
                 self._publish_image(scoped, pending, image, stats)
@@ -493,7 +526,13 @@ class Importer:
             image.manifest.digest,
             self.options.pin,
         )
-        if existing is not None and existing.target == target and labels | ours == labels:
+        if pending.verified is not None:
+            ours[verified.LABEL_VERIFIED] = pending.verified
+        else:
+            # Written from bytes no one checked against a manifest in this run.
+            labels.pop(verified.LABEL_VERIFIED, None)
+        unchanged = existing is not None and dict(existing.labels) == labels | ours
+        if unchanged and existing is not None and existing.target == target:
             return
         record = images_pb2.Image(name=image.name, target=target, labels=labels | ours)
         try:

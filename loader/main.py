@@ -52,12 +52,17 @@ labels on every image record the loader writes:
   preseed.dev/bundle=<file>           the bundle it came from (used by --prune)
   preseed.dev/fingerprint, preseed.dev/images, preseed.dev/unpacked
                                       what the second-boot check compares
+  preseed.dev/verified=<sha256>:<dev>:<ino>:<size>:<mtime_ns>:<ctime_ns>
+                                      with --manifest: the bundle matched the manifest's
+                                      sha256 when it had this stat
   io.cri-containerd.pinned=pinned     in namespace k8s.io only, unless --no-pin
 
 second boot:
   a bundle whose fingerprint (size, mtime, digest of its index) matches its image records,
   and whose content, GC labels and top snapshot are all still in containerd, is not read
-  again ("unchanged"); anything missing makes it load again.
+  again ("unchanged"); anything missing makes it load again. With --manifest, such a bundle
+  is not hashed either when its records carry preseed.dev/verified for the manifest's sha256
+  and the file's current stat (manifest=recorded); otherwise it is hashed (manifest=hashed).
 
 exit codes:
   0  every bundle loaded (or verified, with --dry-run)
@@ -134,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="the node image's manifest (etc/preseed/manifest.json): load only bundles whose"
-        " size and sha256 it lists; any other, changed or missing bundle is tampering",
+        " size and sha256 it lists; any other, changed or missing bundle is tampering. A bundle"
+        " verified by an earlier run and unchanged since is not hashed again",
     )
     parser.add_argument(
         "--log-format",

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from loader import log, state
+from loader import log, state, verified
 from loader.bundle import open_bundle
 from loader.client import Client
 from loader.discover import BundleFile, Skipped
@@ -39,6 +39,7 @@ class BundleResult:
     layers_unpacked: int = 0
     layers_present: int = 0
     images_changed: int = 0
+    manifest: str | None = None  # with --manifest: hashed, or recorded (verified before)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -116,6 +117,7 @@ def _result(bundle: BundleFile, stats: ImportStats, seconds: float, outcome: str
         layers_unpacked=stats.layers_unpacked,
         layers_present=stats.layers_present,
         images_changed=stats.images_changed,
+        manifest=stats.manifest or None,
         warnings=list(stats.warnings),
     )
 
@@ -137,6 +139,8 @@ def _log_result(result: BundleResult) -> None:
         layers_present=result.layers_present,
         images_changed=result.images_changed,
     )
+    if result.manifest is not None:
+        fields["manifest"] = result.manifest
     if result.error is not None:
         log.error("bundle", **fields, error=result.error)
     else:
@@ -152,7 +156,8 @@ def run(settings: Settings, bundles: Sequence[BundleFile], skipped: Sequence[Ski
         _each(settings.jobs, bundles, lambda b: _verify(b, settings.options), report)
     else:
         _load_all(settings, bundles, report, skipped)
-    failed = any(b.result == "failed" for b in report.bundles) or any(s.refused for s in skipped)
+    failed = any(b.result == "failed" for b in report.bundles)
+    failed = failed or any(s.get("refused") for s in report.skipped)
     if report.exit_code == EXIT_OK and failed:
         report.exit_code = EXIT_FAILED
     report.seconds = time.monotonic() - started
@@ -172,21 +177,46 @@ def run(settings: Settings, bundles: Sequence[BundleFile], skipped: Sequence[Ski
 def _each(
     jobs: int,
     bundles: Sequence[BundleFile],
-    work: Callable[[BundleFile], BundleResult],
+    work: Callable[[BundleFile], BundleResult | Skipped],
     report: Report,
 ) -> None:
     """Run work over bundles on a pool; log and record the results in bundle order."""
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bundle") as pool:
         futures = [pool.submit(work, b) for b in bundles]
         for future in futures:
-            result = future.result()
-            _log_result(result)
-            report.bundles.append(result)
+            _record(future.result(), report)
 
 
-def _verify(bundle: BundleFile, options: Options) -> BundleResult:
+def _record(outcome: BundleResult | Skipped, report: Report) -> None:
+    """Log one bundle's outcome and add it to the report."""
+    if isinstance(outcome, Skipped):
+        # The bundle does not match the manifest: refused, as before any containerd work.
+        log.error("refused", file=str(outcome.path), reason=outcome.reason)
+        report.skipped.append(skipped_entry(outcome))
+        return
+    _log_result(outcome)
+    report.bundles.append(outcome)
+
+
+def _tampering(bundle: BundleFile, e: verified.Tampering) -> Skipped:
+    return Skipped(bundle.path, str(e), refused=True)
+
+
+def _verify(bundle: BundleFile, options: Options) -> BundleResult | Skipped:
     t0 = time.monotonic()
     stats = ImportStats()
+    if bundle.sha256 is not None:
+        # No containerd state to trust: always hashed.
+        try:
+            digest, _ = verified.hash_file(bundle.path)
+        except verified.Tampering as e:
+            return _tampering(bundle, e)
+        except OSError as e:
+            return Skipped(bundle.path, f"cannot read: {e.strerror or e}", refused=True)
+        if digest != bundle.sha256:
+            reason = f"tampering: sha256 {digest}, the manifest says {bundle.sha256}"
+            return Skipped(bundle.path, reason, refused=True)
+        stats.manifest = verified.HASHED
     try:
         with open_bundle(
             bundle.path, options.platform, all_platforms=options.all_platforms
@@ -241,26 +271,35 @@ def _load_all(
         client.close()
 
 
+# What preparing one bundle gave: stats, the prepared import or an error, seconds, a refusal.
+_Prepared = tuple[ImportStats, Pending | None, str | None, float, Skipped | None]
+
+
 def _import_all(
     importer: Importer, jobs: int, bundles: Sequence[BundleFile], report: Report
 ) -> None:
     """Prepare bundles in parallel; publish their image records in bundle order."""
 
-    def prepare(bundle: BundleFile) -> tuple[ImportStats, Pending | None, str | None, float]:
+    def prepare(bundle: BundleFile) -> _Prepared:
         stats = ImportStats()
         t0 = time.monotonic()
         try:
-            pending = importer.prepare(bundle.namespace, bundle.path, stats)
-            return stats, pending, None, time.monotonic() - t0
+            pending = importer.prepare(
+                bundle.namespace, bundle.path, stats, sha256=bundle.sha256
+            )
+            return stats, pending, None, time.monotonic() - t0, None
+        except verified.Tampering as e:
+            return stats, None, str(e), time.monotonic() - t0, _tampering(bundle, e)
         except Exception as e:
-            return stats, None, _error_text(e), time.monotonic() - t0
+            return stats, None, _error_text(e), time.monotonic() - t0, None
 
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bundle") as pool:
-        futures: list[Future[tuple[ImportStats, Pending | None, str | None, float]]] = [
-            pool.submit(prepare, b) for b in bundles
-        ]
+        futures: list[Future[_Prepared]] = [pool.submit(prepare, b) for b in bundles]
         for bundle, future in zip(bundles, futures):
-            stats, pending, error, seconds = future.result()
+            stats, pending, error, seconds, refused = future.result()
+            if refused is not None:
+                _record(refused, report)
+                continue
             t0 = time.monotonic()
             if pending is not None:
                 try:
@@ -270,8 +309,7 @@ def _import_all(
             outcome = "failed" if error else ("unchanged" if stats.unchanged else "loaded")
             result = _result(bundle, stats, seconds + time.monotonic() - t0, outcome)
             result.error = error
-            _log_result(result)
-            report.bundles.append(result)
+            _record(result, report)
 
 
 def _prune(

@@ -9,10 +9,9 @@ but root can swap what a path names between the check and the read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +101,6 @@ def read_manifest(path: Path, allow_insecure: bool = False) -> tuple[Manifest, l
             raise UsageError(f"manifest {path} lists {entry.path} twice")
         manifest.bundles[entry.path] = entry
     return manifest, warnings
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass
@@ -218,7 +212,8 @@ def vet(
 def _check_manifest(
     preseed_dir: Path, found: list[BundleFile], out: Vetted, manifest: Manifest
 ) -> list[BundleFile]:
-    """Keep the bundles whose size and sha256 the manifest lists; refuse the rest as tampering."""
+    """Keep the bundles the manifest lists with their size, each with the sha256 to check when
+    it is loaded (loader/verified.py); refuse the rest as tampering."""
     kept: list[BundleFile] = []
     for bundle in out.bundles:
         rel = f"{bundle.namespace}/{bundle.path.name}"
@@ -228,19 +223,15 @@ def _check_manifest(
         else:
             try:
                 size = bundle.path.stat().st_size
-                digest = _sha256(bundle.path) if size == entry.size else ""
             except OSError as e:
                 out.refused.append(
                     Skipped(bundle.path, f"cannot read: {e.strerror or e}", refused=True)
                 )
                 continue
-            if size != entry.size:
-                reason = f"tampering: {size} bytes, the manifest says {entry.size}"
-            elif digest != entry.sha256:
-                reason = f"tampering: sha256 {digest}, the manifest says {entry.sha256}"
-            else:
-                kept.append(bundle)
+            if size == entry.size:
+                kept.append(replace(bundle, sha256=entry.sha256))
                 continue
+            reason = f"tampering: {size} bytes, the manifest says {entry.size}"
         out.refused.append(Skipped(bundle.path, reason, refused=True))
     present = {f"{b.namespace}/{b.path.name}" for b in found}
     for rel in sorted(set(manifest.bundles) - present):

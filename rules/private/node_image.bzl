@@ -165,7 +165,7 @@ same bytes. The output group `manifest` holds a copy of the manifest.""",
         ),
         "verify_manifest": attr.bool(
             default = True,
-            doc = "Whether the unit passes `--manifest /etc/preseed/manifest.json`, so that the loader loads only bundles whose sha256 and size match the manifest and reports any other as tampering. It reads every bundle in full at each boot.",
+            doc = "Whether the unit passes `--manifest /etc/preseed/manifest.json`, so that the loader loads only bundles whose sha256 and size match the manifest and reports any other as tampering. A bundle is read in full the first time it is checked; later boots do not read it again while it and its images are unchanged (see reliability.md).",
         ),
         "_tool": attr.label(default = "//rules/private/tools:rootfs", executable = True, cfg = "exec"),
     },
