@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="containerd gRPC socket")
+    parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"containerd gRPC socket (default {DEFAULT_ADDRESS})")
     parser.add_argument(
         "--preseed-dir",
         default=DEFAULT_PRESEED_DIR,
