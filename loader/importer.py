@@ -129,18 +129,6 @@ class Importer:
                 del self._busy[key]
             mine.set()
 
-    def import_bundle(
-        self,
-        namespace: str,
-        path: Path,
-        stats: ImportStats,
-        file_name: str | None = None,
-        sha256: str | None = None,
-    ) -> None:
-        """Prepare and publish one bundle; raises LoaderError subclasses on failure."""
-        pending = self.prepare(namespace, path, stats, file_name, sha256)
-        self.publish(pending, stats)
-
     # prepare: everything but the image records
 
     def prepare(
